@@ -1,0 +1,61 @@
+"""OpenAPI pieces shared by every API module: the Bearer scheme and error responses."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from rest_framework import serializers
+
+from config.errors import ServiceError
+
+
+class KnoxBearerScheme(OpenApiAuthenticationExtension):
+    target_class = "knox.auth.TokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "A token from POST /api/v1/auth/token."}
+
+
+ErrorEnvelope = inline_serializer(
+    name="ErrorEnvelope",
+    fields={
+        "error": inline_serializer(
+            name="Error",
+            fields={
+                "code": serializers.CharField(help_text="Stable machine code, e.g. insufficient_funds."),
+                "message": serializers.CharField(help_text="Human-readable explanation."),
+                "fields": serializers.DictField(
+                    child=serializers.ListField(child=serializers.CharField()),
+                    help_text="Field name to messages; validation errors only.",
+                ),
+            },
+        )
+    },
+)
+
+
+def errors(*cases: tuple[int, str] | type[ServiceError]) -> dict[int, OpenApiResponse]:
+    """OpenAPI responses for error cases: ServiceError classes or (status, code) pairs."""
+    by_status: dict[int, list[str]] = {}
+    for case in cases:
+        status, code = (case.status_code, case.code) if isinstance(case, type) else case
+        by_status.setdefault(status, []).append(code)
+    return {
+        status: OpenApiResponse(ErrorEnvelope, description="Error codes: " + ", ".join(f"`{c}`" for c in codes))
+        for status, codes in sorted(by_status.items())
+    }
+
+
+VALIDATION = (400, "validation_error")
+UNAUTHENTICATED = (401, "not_authenticated")
+THROTTLED = (429, "throttled")
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        "Makes the POST safe to retry: the same key with the same body replays the first "
+        "response and moves no money twice; with a different body, 409 idempotency_conflict."
+    ),
+)

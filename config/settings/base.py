@@ -1,0 +1,225 @@
+"""Settings shared by every environment; the defaults are the embedded local run.
+
+Everything a deployment changes comes from the environment (see README's table).
+"""
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-local-only-key-change-me-in-production-0123456789")
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "*").split(",") if h.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "knox",
+    "drf_spectacular",
+    "wallets",
+    "redpackets",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+CSRF_FAILURE_VIEW = "config.errors.csrf_failure"
+WSGI_APPLICATION = "config.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------
+# PostgreSQL in every real deployment; an embedded SQLite file otherwise. SQLite
+# runs in WAL mode and takes the write lock when a transaction begins
+# (IMMEDIATE), so concurrent writers queue on the busy timeout instead of
+# failing with "database is locked" halfway through a transfer.
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache (throttle counters) --------------------------------------------------
+CACHE_URL = os.environ.get("CACHE_URL", "")
+_broker = os.environ.get("CELERY_BROKER_URL", "")
+if not CACHE_URL and _broker.startswith(("redis://", "rediss://")):
+    CACHE_URL = _broker
+if CACHE_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Auth -----------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+REST_KNOX = {
+    "AUTH_HEADER_PREFIX": "Bearer",
+    "TOKEN_TTL": timedelta(days=7),
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# --- REST API -------------------------------------------------------------------
+API_THROTTLE = os.environ.get("API_THROTTLE", "on").strip().lower() != "off"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["knox.auth.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"] if API_THROTTLE else [],
+    "DEFAULT_THROTTLE_RATES": {
+        # Per client address for the anonymous auth endpoints, per user elsewhere.
+        "auth": os.environ.get("THROTTLE_AUTH_RATE", "120/min"),
+        "money": os.environ.get("THROTTLE_MONEY_RATE", "300/min"),
+        "claims": os.environ.get("THROTTLE_CLAIM_RATE", "300/min"),
+    },
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DATETIME_FORMAT": "iso-8601",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Red packets API",
+    "DESCRIPTION": (
+        "Group red packets (lucky money): wallets on a double-entry ledger, fixed and random "
+        "packets, concurrent claims and exactly-once expiry refunds. Money is integer minor "
+        "units of the wallet currency. Every error has the body "
+        '`{"error": {"code", "message", "fields"}}` with a stable code.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "PacketKindEnum": "redpackets.models.PacketKind",
+        "PacketStatusEnum": "redpackets.models.PacketStatus",
+        "TransactionKindEnum": "wallets.models.TransactionKind",
+    },
+}
+
+# --- Money rules ----------------------------------------------------------------
+SANDBOX_TOPUPS = env_bool("SANDBOX_TOPUPS", True)
+SANDBOX_TOPUP_MAX = env_int("SANDBOX_TOPUP_MAX", 1_000_000)
+DEFAULT_CURRENCY = "CNY"
+PIN_MAX_FAILURES = 5
+PIN_FAILURE_WINDOW = timedelta(minutes=15)
+PIN_LOCK_DURATION = timedelta(minutes=15)
+
+# Checks that `reconcile` runs after the ledger's own: each returns a list of problems.
+RECONCILIATION_CHECKS = ["redpackets.selectors.escrow_reconcile"]
+
+REDPACKET_TTL_SECONDS = env_int("REDPACKET_TTL_SECONDS", 86400)
+REDPACKET_SWEEP_SECONDS = env_int("REDPACKET_SWEEP_SECONDS", 60)
+REDPACKET_MAX_SHARE = env_int("REDPACKET_MAX_SHARE", 20000)
+REDPACKET_MAX_SHARES = env_int("REDPACKET_MAX_SHARES", 100)
+REDPACKET_GREETING_MAX_LENGTH = 100
+REDPACKET_SWEEP_BATCH = env_int("REDPACKET_SWEEP_BATCH", 500)
+
+# --- Celery ---------------------------------------------------------------------
+# With no broker configured, Celery uses kombu's filesystem transport under var/:
+# worker and beat on one machine, no server to install.
+CELERY_BROKER_URL = _broker or "filesystem://"
+if CELERY_BROKER_URL == "filesystem://":
+    _queue_dir = VAR_DIR / "celery-queue"
+    _queue_dir.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_dir),
+        "data_folder_out": str(_queue_dir),
+        "polling_interval": 0.5,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Sweeping several times per REDPACKET_SWEEP_SECONDS keeps every refund inside
+# that window even when a packet expires just after a sweep.
+CELERY_BEAT_SCHEDULE = {
+    "refund-expired-packets": {
+        "task": "redpackets.tasks.refund_expired_packets",
+        "schedule": max(REDPACKET_SWEEP_SECONDS / 4, 0.5),
+        "options": {"expires": max(REDPACKET_SWEEP_SECONDS / 2, 1)},
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,21 @@
+"""Production: secrets and hosts must come from the environment; HTTPS only."""
+
+import os
+
+from config.settings.base import *  # noqa: F403
+from config.settings.base import env_bool, env_int
+
+SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h.strip()]
+
+# Real money only comes from a payment provider.
+SANDBOX_TOPUPS = env_bool("SANDBOX_TOPUPS", False)
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True

@@ -1,0 +1,100 @@
+from django.contrib import admin, messages
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from config.admin import ReadOnlyAdminMixin, ReadOnlyTabularInline
+from redpackets.models import ChatGroup, GroupMembership, Packet, PacketStatus, Share
+from redpackets.selectors import packet_status, packets_with_progress
+from redpackets.services import packet_refund_expired
+
+
+class MembershipInline(admin.TabularInline):
+    model = GroupMembership
+    extra = 0
+    autocomplete_fields = ["user"]
+    readonly_fields = ["joined_at"]
+
+
+@admin.register(ChatGroup)
+class ChatGroupAdmin(admin.ModelAdmin):
+    list_display = ["name", "owner", "member_count", "created_at"]
+    search_fields = ["name", "owner__username", "members__username"]
+    readonly_fields = ["id", "created_at"]
+    autocomplete_fields = ["owner"]
+    inlines = [MembershipInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("owner").annotate(member_total=Count("memberships"))
+
+    @admin.display(description="members", ordering="member_total")
+    def member_count(self, group):
+        return group.member_total
+
+
+class ShareInline(ReadOnlyTabularInline):
+    model = Share
+    fields = ["seq", "amount", "claimed_by", "claimed_at", "refunded", "claim_transaction"]
+    readonly_fields = fields
+    ordering = ["seq"]
+
+
+class StatusFilter(admin.SimpleListFilter):
+    """Status is derived from the shares, so the filter says it in queries."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return PacketStatus.choices
+
+    def queryset(self, request, queryset):
+        # The queryset comes from packets_with_progress(), annotated with claimed_count.
+        value, now = self.value(), timezone.now()
+        if value is None:
+            return queryset
+        finished = Q(claimed_count=F("share_count"))
+        ended = Q(settled_at__isnull=False) | Q(expires_at__lte=now)
+        if value == PacketStatus.FINISHED:
+            return queryset.filter(finished)
+        if value == PacketStatus.EXPIRED:
+            return queryset.exclude(finished).filter(ended)
+        return queryset.exclude(finished).exclude(ended)
+
+
+@admin.register(Packet)
+class PacketAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "kind", "sender", "group", "total_amount", "share_count", "status", "created_at", "expires_at"]
+    list_filter = [StatusFilter, "kind"]
+    search_fields = ["id", "sender__username", "group__name"]
+    list_select_related = ["sender", "group"]
+    fields = [
+        "id", "group", "sender", "recipient", "kind", "greeting", "currency", "total_amount", "share_count",
+        "status", "created_at", "expires_at", "settled_at", "refunded_amount",
+    ]
+    readonly_fields = fields
+    inlines = [ShareInline]
+    actions = ["expire_now"]
+
+    def get_queryset(self, request):
+        return packets_with_progress()
+
+    @admin.display(description="status")
+    def status(self, packet):
+        return packet_status(packet)[0]
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not request.user.is_superuser:
+            actions.pop("expire_now", None)
+        return actions
+
+    @admin.action(description="Expire now and refund the unclaimed shares (superusers)")
+    def expire_now(self, request, queryset):
+        refunded, skipped = 0, 0
+        for packet_id in queryset.values_list("id", flat=True):
+            amount = packet_refund_expired(packet_id=packet_id, force=True)
+            if amount is None:
+                skipped += 1
+            else:
+                refunded += 1
+        self.message_user(request, f"Expired {refunded} packet(s); {skipped} were settled already.", messages.SUCCESS)

@@ -1,0 +1,257 @@
+"""Thin REST endpoints: groups, sending, viewing and claiming packets."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.generics import ListAPIView
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config import schema
+from config.errors import (
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidPin,
+    NotFound,
+    NotRecipient,
+    PacketExhausted,
+    PacketExpired,
+    PermissionDenied,
+    PinLocked,
+    PinNotSet,
+)
+from config.fields import StrictIntegerField
+from config.pagination import NewestFirstCursorPagination
+from redpackets import selectors, services
+from redpackets.models import PacketKind, PacketStatus
+from wallets.idempotency import run_idempotent
+from wallets.services import pin_verify
+
+
+class GroupOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    owner = serializers.CharField(source="owner.username")
+    members = serializers.SlugRelatedField(slug_field="username", many=True, read_only=True)
+    created_at = serializers.DateTimeField()
+
+
+class ClaimSerializer(serializers.Serializer):
+    user = serializers.CharField()
+    amount = serializers.IntegerField()
+    claimed_at = serializers.DateTimeField()
+    best_luck = serializers.BooleanField()
+
+
+class MyClaimSerializer(serializers.Serializer):
+    amount = serializers.IntegerField()
+    claimed_at = serializers.DateTimeField()
+
+
+class PacketOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="packet.id")
+    group = serializers.UUIDField(source="packet.group_id")
+    sender = serializers.CharField(source="packet.sender.username")
+    recipient = serializers.CharField(source="packet.recipient.username", allow_null=True, default=None)
+    kind = serializers.ChoiceField(source="packet.kind", choices=PacketKind.choices)
+    greeting = serializers.CharField(source="packet.greeting")
+    currency = serializers.CharField(source="packet.currency")
+    total_amount = serializers.IntegerField(source="packet.total_amount")
+    share_count = serializers.IntegerField(source="packet.share_count")
+    claimed_count = serializers.IntegerField()
+    claimed_amount = serializers.IntegerField()
+    remaining_amount = serializers.IntegerField(help_text="Still claimable; 0 once finished or expired.")
+    refunded_amount = serializers.IntegerField(source="packet.refunded_amount")
+    status = serializers.ChoiceField(choices=PacketStatus.choices)
+    created_at = serializers.DateTimeField(source="packet.created_at")
+    expires_at = serializers.DateTimeField(source="packet.expires_at")
+    finished_at = serializers.DateTimeField(allow_null=True)
+    claims = ClaimSerializer(many=True)
+    my_claim = MyClaimSerializer(allow_null=True)
+
+
+class GroupCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=100)
+        members = serializers.ListField(child=serializers.CharField(max_length=150), max_length=500, default=list)
+
+    @extend_schema(
+        operation_id="groups_create",
+        tags=["groups"],
+        request=InputSerializer,
+        responses={201: GroupOutputSerializer, **schema.errors(schema.VALIDATION, schema.UNAUTHENTICATED)},
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        group = services.group_create(
+            owner=request.user, name=serializer.validated_data["name"], member_usernames=serializer.validated_data["members"]
+        )
+        group = selectors.group_for_member(group_id=group.id, viewer=request.user)
+        return Response(GroupOutputSerializer(group).data, status=status.HTTP_201_CREATED)
+
+
+class GroupDetailApi(APIView):
+    @extend_schema(
+        operation_id="groups_retrieve",
+        tags=["groups"],
+        responses={200: GroupOutputSerializer, **schema.errors(schema.UNAUTHENTICATED, NotFound)},
+    )
+    def get(self, request, group_id):
+        group = selectors.group_for_member(group_id=group_id, viewer=request.user)
+        return Response(GroupOutputSerializer(group).data)
+
+
+class GroupMemberAddApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField(max_length=150)
+
+    @extend_schema(
+        operation_id="groups_members_add",
+        tags=["groups"],
+        request=InputSerializer,
+        responses={
+            201: GroupOutputSerializer,
+            200: GroupOutputSerializer,
+            **schema.errors(schema.VALIDATION, schema.UNAUTHENTICATED, PermissionDenied, NotFound),
+        },
+        description="Owner only. 201 when the user joins, 200 when they were a member already.",
+    )
+    def post(self, request, group_id):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        created = services.group_add_member(group_id=group_id, actor=request.user, **serializer.validated_data)
+        group = selectors.group_for_member(group_id=group_id, viewer=request.user)
+        return Response(GroupOutputSerializer(group).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class PacketViewsMixin:
+    """Lists of packets are paginated Packet rows mapped through the packet view."""
+
+    pagination_class = NewestFirstCursorPagination
+    serializer_class = PacketOutputSerializer
+
+    def get_serializer(self, page, many=False, **kwargs):
+        views = [selectors.packet_view(p, viewer=self.request.user) for p in page]
+        return PacketOutputSerializer(views, many=True)
+
+
+class GroupPacketListApi(PacketViewsMixin, ListAPIView):
+    def get_queryset(self):
+        return selectors.group_packets(group_id=self.kwargs["group_id"], viewer=self.request.user)
+
+    @extend_schema(
+        operation_id="groups_packets_list",
+        tags=["groups"],
+        description="The group's packets, newest first (members only).",
+        responses={200: PacketOutputSerializer(many=True), **schema.errors(schema.UNAUTHENTICATED, NotFound)},
+    )
+    def get(self, request, group_id):
+        return super().get(request, group_id)
+
+
+class PacketSendApi(APIView):
+    throttle_scope = "money"
+
+    class InputSerializer(serializers.Serializer):
+        group = serializers.UUIDField()
+        kind = serializers.ChoiceField(choices=PacketKind.choices)
+        share_count = StrictIntegerField(min_value=1)
+        total_amount = StrictIntegerField(min_value=1, required=False, help_text="Random packets: the whole amount.")
+        share_amount = StrictIntegerField(min_value=1, required=False, help_text="Fixed packets: each share's amount.")
+        greeting = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        recipient = serializers.CharField(
+            max_length=150, required=False, allow_null=True, default=None,
+            help_text="Username: an exclusive packet for one member (share_count must be 1).",
+        )
+        pin = serializers.CharField(max_length=64, required=False, help_text="The sender's 6-digit payment PIN.")
+
+        def validate(self, attrs):
+            if attrs["kind"] == PacketKind.RANDOM:
+                if "total_amount" not in attrs:
+                    raise serializers.ValidationError({"total_amount": ["A random packet needs total_amount."]})
+                if "share_amount" in attrs:
+                    raise serializers.ValidationError({"share_amount": ["Only fixed packets take share_amount."]})
+            else:
+                if "share_amount" not in attrs:
+                    raise serializers.ValidationError({"share_amount": ["A fixed packet needs share_amount."]})
+                total = attrs.get("total_amount")
+                if total is not None and total != attrs["share_amount"] * attrs["share_count"]:
+                    raise serializers.ValidationError(
+                        {"total_amount": ["For a fixed packet, total_amount is share_amount × share_count."]}
+                    )
+            return attrs
+
+    @extend_schema(
+        operation_id="packets_create",
+        tags=["packets"],
+        parameters=[schema.IDEMPOTENCY_KEY],
+        request=InputSerializer,
+        responses={
+            201: PacketOutputSerializer,
+            **schema.errors(
+                schema.VALIDATION, schema.UNAUTHENTICATED, PinNotSet, InvalidPin, NotFound,
+                InsufficientFunds, IdempotencyConflict, PinLocked, schema.THROTTLED,
+            ),
+        },
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        pin_verify(user=request.user, pin=data.pop("pin", None))
+
+        def execute():
+            packet = services.packet_send(
+                sender=request.user,
+                group_id=data["group"],
+                kind=data["kind"],
+                share_count=data["share_count"],
+                total_amount=data.get("total_amount"),
+                share_amount=data.get("share_amount"),
+                greeting=data["greeting"],
+                recipient_username=data["recipient"],
+            )
+            view = selectors.packet_detail(packet_id=packet.id, viewer=request.user)
+            return status.HTTP_201_CREATED, PacketOutputSerializer(view).data
+
+        status_code, body = run_idempotent(request, execute)
+        return Response(body, status=status_code)
+
+
+class PacketDetailApi(APIView):
+    @extend_schema(
+        operation_id="packets_retrieve",
+        tags=["packets"],
+        responses={200: PacketOutputSerializer, **schema.errors(schema.UNAUTHENTICATED, NotFound)},
+    )
+    def get(self, request, packet_id):
+        view = selectors.packet_detail(packet_id=packet_id, viewer=request.user)
+        return Response(PacketOutputSerializer(view).data)
+
+
+class PacketClaimApi(APIView):
+    throttle_scope = "claims"
+
+    class OutputSerializer(serializers.Serializer):
+        packet = serializers.UUIDField(source="packet_id")
+        amount = serializers.IntegerField()
+        claimed_at = serializers.DateTimeField()
+
+    @extend_schema(
+        operation_id="packets_claim",
+        tags=["packets"],
+        request=None,
+        description="201 with the new claim; 200 with the same body when the caller had claimed already.",
+        responses={
+            201: OutputSerializer,
+            200: OutputSerializer,
+            **schema.errors(
+                schema.UNAUTHENTICATED, NotFound, NotRecipient, PacketExhausted, PacketExpired, schema.THROTTLED
+            ),
+        },
+    )
+    def post(self, request, packet_id):
+        claim = services.packet_claim(packet_id=packet_id, user=request.user)
+        return Response(
+            self.OutputSerializer(claim).data, status=status.HTTP_201_CREATED if claim.created else status.HTTP_200_OK
+        )

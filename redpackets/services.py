@@ -1,0 +1,294 @@
+"""Services that write: groups, sending, claiming and refunding packets.
+
+The money rules of a packet live here and in `allocation.py`:
+- send: the total leaves the sender's wallet for escrow in the ledger
+  transaction that creates the packet and its pre-generated shares;
+- claim: one free share row is taken with SKIP LOCKED and paid from escrow to
+  the claimer in one ledger transaction; the packet row is only read;
+- refund: after expiry, the free shares are marked refunded and their sum goes
+  back to the sender as one `packet_refund`, under the packet row lock.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef, Subquery
+from django.utils import timezone
+
+from config.errors import NotFound, NotRecipient, PacketExhausted, PacketExpired, PermissionDenied, ValidationFailed
+from redpackets import allocation
+from redpackets.models import ChatGroup, GroupMembership, Packet, PacketKind, Share
+from wallets.ledger import ledger_post, system_account
+from wallets.models import Account, AccountKind, SystemAccount, TransactionKind
+from wallets.services import wallet_get_or_create
+
+User = get_user_model()
+
+
+# --- Groups -----------------------------------------------------------------------
+
+
+def _users_by_username(usernames: list[str], field: str) -> list[AbstractBaseUser]:
+    wanted = list(dict.fromkeys(usernames))
+    found = {u.username: u for u in User.objects.filter(username__in=wanted, is_active=True)}
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise ValidationFailed.on(field, f"No such user: {', '.join(missing)}.")
+    return [found[name] for name in wanted]
+
+
+@transaction.atomic
+def group_create(*, owner: AbstractBaseUser, name: str, member_usernames: list[str]) -> ChatGroup:
+    members = _users_by_username(member_usernames, "members")
+    group = ChatGroup.objects.create(name=name, owner=owner)
+    GroupMembership.objects.bulk_create(
+        [GroupMembership(group=group, user=user) for user in [owner, *(m for m in members if m.pk != owner.pk)]]
+    )
+    return group
+
+
+def group_add_member(*, group_id: uuid.UUID, actor: AbstractBaseUser, username: str) -> bool:
+    """Add a member (owner only); False when they were a member already."""
+    group = ChatGroup.objects.filter(id=group_id, memberships__user=actor).first()
+    if group is None:
+        raise NotFound("No such group.")
+    if group.owner_id != actor.pk:
+        raise PermissionDenied("Only the group's owner can add members.")
+    (user,) = _users_by_username([username], "username")
+    _, created = GroupMembership.objects.get_or_create(group=group, user=user)
+    return created
+
+
+# --- Sending ----------------------------------------------------------------------
+
+
+def packet_send(
+    *,
+    sender: AbstractBaseUser,
+    group_id: uuid.UUID,
+    kind: str,
+    share_count: int,
+    total_amount: int | None = None,
+    share_amount: int | None = None,
+    greeting: str = "",
+    recipient_username: str | None = None,
+) -> Packet:
+    """Fund a packet for a group. The caller has verified the sender's PIN."""
+    group = ChatGroup.objects.filter(id=group_id, memberships__user=sender).first()
+    if group is None:
+        raise NotFound("No such group.")
+    member_count = group.memberships.count()
+    max_shares = min(member_count, settings.REDPACKET_MAX_SHARES)
+    if not 1 <= share_count <= max_shares:
+        raise ValidationFailed.on(
+            "share_count", f"share_count must be between 1 and {max_shares} (the group has {member_count} members)."
+        )
+
+    recipient = None
+    if recipient_username is not None:
+        recipient = User.objects.filter(username=recipient_username, group_memberships__group=group).first()
+        if recipient is None:
+            raise ValidationFailed.on("recipient", f"{recipient_username} is not a member of this group.")
+        if share_count != 1:
+            raise ValidationFailed.on("share_count", "An exclusive packet has exactly one share.")
+
+    cap = settings.REDPACKET_MAX_SHARE
+    if kind == PacketKind.RANDOM:
+        if total_amount is None:
+            raise ValidationFailed.on("total_amount", "A random packet needs total_amount.")
+        if not share_count <= total_amount <= share_count * cap:
+            raise ValidationFailed.on(
+                "total_amount",
+                f"total_amount must be between {share_count} and {share_count * cap} "
+                f"for {share_count} shares (1 to {cap} each).",
+            )
+        amounts = allocation.split_random(total=total_amount, share_count=share_count, cap=cap)
+    else:
+        if share_amount is None:
+            raise ValidationFailed.on("share_amount", "A fixed packet needs share_amount.")
+        if not 1 <= share_amount <= cap:
+            raise ValidationFailed.on("share_amount", f"share_amount must be between 1 and {cap}.")
+        amounts = allocation.split_fixed(share_amount=share_amount, share_count=share_count)
+    total = sum(amounts)
+
+    wallet = wallet_get_or_create(user=sender)
+    now = timezone.now()
+    packet_id = uuid.uuid4()
+    with transaction.atomic():
+        escrow = system_account(code=SystemAccount.ESCROW, currency=wallet.currency)
+        ledger_post(
+            kind=TransactionKind.PACKET_SEND,
+            wallet_legs={wallet.id: -total},
+            system_legs={escrow.id: total},
+            packet_id=packet_id,
+            created_by_id=sender.pk,
+        )
+        packet = Packet.objects.create(
+            id=packet_id,
+            group=group,
+            sender=sender,
+            recipient=recipient,
+            kind=kind,
+            greeting=greeting,
+            currency=wallet.currency,
+            total_amount=total,
+            share_count=share_count,
+            escrow_account=escrow,
+            created_at=now,
+            expires_at=now + timedelta(seconds=settings.REDPACKET_TTL_SECONDS),
+        )
+        Share.objects.bulk_create(
+            [Share(packet=packet, seq=seq, amount=amount) for seq, amount in enumerate(amounts)]
+        )
+    return packet
+
+
+# --- Claiming ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    packet_id: uuid.UUID
+    amount: int
+    claimed_at: datetime
+    created: bool  # False when the caller had claimed before: nothing was paid now
+
+
+_SHARE_TABLE = Share._meta.db_table
+# Take the first free share that no concurrent claim holds; SKIP LOCKED lets
+# hundreds of claimers of one packet each take a different row at once.
+_TAKE_FREE_SHARE = f"""
+    UPDATE {_SHARE_TABLE} SET claimed_by_id = %s, claimed_at = %s, claim_transaction_id = %s
+    WHERE id = (
+        SELECT id FROM {_SHARE_TABLE}
+        WHERE packet_id = %s AND claimed_by_id IS NULL AND NOT refunded
+        ORDER BY seq LIMIT 1 FOR UPDATE {{wait}}
+    )
+    RETURNING amount
+"""
+_TAKE_SKIPPING_LOCKED = _TAKE_FREE_SHARE.format(wait="SKIP LOCKED")
+# Only when every free share is locked: wait for those claims to end, so a claim
+# that rolls back leaves its share to us instead of a false "exhausted".
+_TAKE_WAITING = _TAKE_FREE_SHARE.format(wait="")
+
+
+def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult:
+    """Claim one share of a packet for `user`; a repeat returns the first claim."""
+    packet = (
+        Packet.objects.filter(id=packet_id)
+        .annotate(
+            is_member=Exists(GroupMembership.objects.filter(group_id=OuterRef("group_id"), user=user)),
+            wallet_id=Subquery(Account.objects.filter(user=user, kind=AccountKind.WALLET).values("id")[:1]),
+        )
+        .only("id", "recipient_id", "expires_at", "escrow_account_id")
+        .first()
+    )
+    if packet is None or not packet.is_member:
+        raise NotFound("No such packet.")
+    previous = _claim_of(packet.id, user)
+    if previous is not None:
+        return previous
+    now = timezone.now()
+    if now >= packet.expires_at:
+        raise PacketExpired()
+    if packet.recipient_id is not None and packet.recipient_id != user.pk:
+        raise NotRecipient()
+    wallet_id = packet.wallet_id or wallet_get_or_create(user=user).id
+
+    transaction_id = uuid.uuid4()
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                params = [user.pk, now, transaction_id, packet.id]
+                cursor.execute(_TAKE_SKIPPING_LOCKED, params)
+                row = cursor.fetchone()
+                if row is None:
+                    cursor.execute(_TAKE_WAITING, params)
+                    row = cursor.fetchone()
+            if row is None:
+                raise _no_free_share(packet.id, now)
+            (amount,) = row
+            ledger_post(
+                kind=TransactionKind.PACKET_CLAIM,
+                wallet_legs={wallet_id: amount},
+                system_legs={packet.escrow_account_id: -amount},
+                packet_id=packet.id,
+                created_by_id=user.pk,
+                transaction_id=transaction_id,
+            )
+    except IntegrityError:
+        # A concurrent claim of the same member won the unique (packet, claimed_by).
+        previous = _claim_of(packet.id, user)
+        if previous is None:
+            raise
+        return previous
+    return ClaimResult(packet_id=packet.id, amount=amount, claimed_at=now, created=True)
+
+
+def _claim_of(packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult | None:
+    share = Share.objects.filter(packet_id=packet_id, claimed_by=user).values("amount", "claimed_at").first()
+    if share is None:
+        return None
+    return ClaimResult(packet_id=packet_id, amount=share["amount"], claimed_at=share["claimed_at"], created=False)
+
+
+def _no_free_share(packet_id: uuid.UUID, now: datetime) -> Exception:
+    """No free share: the expiry refund took the rest, or every share is claimed."""
+    settled = Packet.objects.filter(id=packet_id, settled_at__isnull=False).exists()
+    return PacketExpired() if settled else PacketExhausted()
+
+
+# --- Expiry -----------------------------------------------------------------------
+
+
+def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int | None:
+    """Settle one packet past its expiry: return its free shares to the sender, once.
+
+    Returns the refunded amount, or None when there was nothing to do (not yet
+    expired, or settled already). Runs in its own transaction; the packet row
+    lock makes concurrent runs take turns, and the settled_at check under it,
+    backed by the one-refund-per-packet unique constraint of the ledger, makes
+    every run after the first a no-op. `force` settles an active packet now (the
+    admin's "expire now").
+    """
+    with transaction.atomic():
+        packet = Packet.objects.select_for_update().filter(id=packet_id).first()
+        if packet is None or packet.settled_at is not None:
+            return None
+        now = timezone.now()
+        if not force and now < packet.expires_at:
+            return None
+        # Waits for in-flight claims of these rows, then skips the ones they took.
+        refunded = list(
+            Share.objects.filter(packet=packet, claimed_by__isnull=True, refunded=False)
+            .select_for_update()
+            .values_list("id", "amount")
+        )
+        amount = sum(a for _, a in refunded)
+        if refunded:
+            Share.objects.filter(id__in=[share_id for share_id, _ in refunded]).update(refunded=True)
+            sender_wallet = wallet_get_or_create(user=packet.sender)
+            ledger_post(
+                kind=TransactionKind.PACKET_REFUND,
+                wallet_legs={sender_wallet.id: amount},
+                system_legs={packet.escrow_account_id: -amount},
+                packet_id=packet.id,
+                memo=f"{len(refunded)} unclaimed shares",
+            )
+        Packet.objects.filter(id=packet.id).update(settled_at=now, refunded_amount=amount)
+        return amount
+
+
+def packets_due_for_refund(*, now: datetime | None = None, limit: int | None = None) -> list[uuid.UUID]:
+    now = now or timezone.now()
+    limit = limit or settings.REDPACKET_SWEEP_BATCH
+    return list(
+        Packet.objects.filter(settled_at__isnull=True, expires_at__lte=now)
+        .order_by("expires_at")
+        .values_list("id", flat=True)[:limit]
+    )

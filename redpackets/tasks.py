@@ -1,0 +1,25 @@
+"""Celery tasks: thin, idempotent, driven by a periodic sweep over the database."""
+
+import logging
+
+from celery import shared_task
+
+from redpackets.services import packet_refund_expired, packets_due_for_refund
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(acks_late=True)
+def refund_expired_packets() -> int:
+    """Refund every packet past its expiry, each in its own transaction.
+
+    Safe to run twice, on two workers at once, or again after a worker died
+    halfway: each packet is settled under its row lock, exactly once.
+    """
+    settled = 0
+    for packet_id in packets_due_for_refund():
+        if packet_refund_expired(packet_id=packet_id) is not None:
+            settled += 1
+    if settled:
+        logger.info("Settled %d expired packets", settled)
+    return settled

@@ -1,0 +1,214 @@
+"""Thin REST endpoints: auth, the caller's wallet, topups, PIN and history."""
+
+from django.conf import settings
+from django.contrib.auth import authenticate, password_validation
+from django.core import validators as django_validators
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
+from knox.models import AuthToken
+from rest_framework import serializers, status
+from rest_framework.generics import ListAPIView
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config import schema
+from config.errors import BadCredentials, IdempotencyConflict, InvalidPin, PermissionDenied, PinLocked
+from config.fields import PinField, StrictIntegerField
+from config.pagination import LedgerCursorPagination
+from wallets import selectors, services
+from wallets.idempotency import run_idempotent
+from wallets.models import TransactionKind
+
+
+class RegisterApi(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_scope = "auth"
+
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField(
+            max_length=150,
+            validators=[django_validators.RegexValidator(r"^[\w.@+-]+\Z", "Use letters, digits and @ . + - _ only.")],
+        )
+        password = serializers.CharField(max_length=128, write_only=True, style={"input_type": "password"})
+
+        def validate_password(self, value):
+            try:
+                password_validation.validate_password(value)
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError(list(exc.messages)) from None
+            return value
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.CharField(source="pk")
+        username = serializers.CharField()
+
+    @extend_schema(
+        operation_id="auth_register",
+        tags=["auth"],
+        auth=[],
+        request=InputSerializer,
+        responses={201: OutputSerializer, **schema.errors(schema.VALIDATION, schema.THROTTLED)},
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = services.user_register(**serializer.validated_data)
+        return Response(self.OutputSerializer(user).data, status=status.HTTP_201_CREATED)
+
+
+class TokenApi(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_scope = "auth"
+
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField(max_length=150)
+        password = serializers.CharField(max_length=128, write_only=True, style={"input_type": "password"})
+
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+        expires_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema(
+        operation_id="auth_token",
+        tags=["auth"],
+        auth=[],
+        request=InputSerializer,
+        responses={200: OutputSerializer, **schema.errors(schema.VALIDATION, BadCredentials, schema.THROTTLED)},
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(request, **serializer.validated_data)
+        if user is None:
+            raise BadCredentials()
+        instance, token = AuthToken.objects.create(user)
+        return Response(self.OutputSerializer({"token": token, "expires_at": instance.expiry}).data)
+
+
+class LogoutApi(APIView):
+    @extend_schema(
+        operation_id="auth_logout",
+        tags=["auth"],
+        request=None,
+        description="Revokes the token of this request.",
+        responses={204: None, **schema.errors(schema.UNAUTHENTICATED)},
+    )
+    def post(self, request):
+        request.auth.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class LogoutAllApi(APIView):
+    @extend_schema(
+        operation_id="auth_logout_all",
+        tags=["auth"],
+        request=None,
+        description="Revokes every token of the caller.",
+        responses={204: None, **schema.errors(schema.UNAUTHENTICATED)},
+    )
+    def post(self, request):
+        request.user.auth_token_set.all().delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class WalletApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        balance = serializers.IntegerField(help_text="Minor units of `currency`.")
+        currency = serializers.CharField()
+
+    @extend_schema(
+        operation_id="wallet_retrieve",
+        tags=["wallet"],
+        responses={200: OutputSerializer, **schema.errors(schema.UNAUTHENTICATED)},
+    )
+    def get(self, request):
+        wallet = services.wallet_get_or_create(user=request.user)
+        return Response(self.OutputSerializer(wallet).data)
+
+
+class PinApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        pin = PinField()
+        current_pin = PinField(required=False, help_text="Required to change an existing PIN.")
+
+    @extend_schema(
+        operation_id="wallet_pin_set",
+        tags=["wallet"],
+        request=InputSerializer,
+        responses={204: None, **schema.errors(schema.VALIDATION, schema.UNAUTHENTICATED, InvalidPin, PinLocked)},
+    )
+    def put(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.pin_set(user=request.user, **serializer.validated_data)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TopupApi(APIView):
+    throttle_scope = "money"
+
+    class InputSerializer(serializers.Serializer):
+        amount = StrictIntegerField(min_value=1, help_text="Minor units; at most SANDBOX_TOPUP_MAX.")
+
+        def validate_amount(self, value):
+            if value > settings.SANDBOX_TOPUP_MAX:
+                raise serializers.ValidationError(f"A sandbox topup is at most {settings.SANDBOX_TOPUP_MAX}.")
+            return value
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.UUIDField()
+        amount = serializers.IntegerField()
+        balance = serializers.IntegerField()
+
+    @extend_schema(
+        operation_id="wallet_topup",
+        tags=["wallet"],
+        parameters=[schema.IDEMPOTENCY_KEY],
+        request=InputSerializer,
+        responses={
+            201: OutputSerializer,
+            **schema.errors(schema.VALIDATION, schema.UNAUTHENTICATED, PermissionDenied, IdempotencyConflict, schema.THROTTLED),
+        },
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+
+        def execute():
+            topup = services.wallet_topup(user=request.user, **serializer.validated_data)
+            entry = topup.entries.get(account__user=request.user)
+            body = self.OutputSerializer({"id": topup.id, "amount": entry.amount, "balance": entry.balance_after}).data
+            return status.HTTP_201_CREATED, body
+
+        status_code, body = run_idempotent(request, execute)
+        return Response(body, status=status_code)
+
+
+class TransactionListApi(ListAPIView):
+    pagination_class = LedgerCursorPagination
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.UUIDField(source="transaction_id")
+        kind = serializers.ChoiceField(source="transaction.kind", choices=TransactionKind.choices)
+        amount = serializers.IntegerField(help_text="Signed: negative leaves the wallet.")
+        balance_after = serializers.IntegerField()
+        created_at = serializers.DateTimeField(source="transaction.created_at")
+        packet = serializers.UUIDField(source="transaction.packet_id", allow_null=True)
+        memo = serializers.CharField(source="transaction.memo")
+
+    serializer_class = OutputSerializer
+
+    def get_queryset(self):
+        return selectors.wallet_history(user=self.request.user)
+
+    @extend_schema(
+        operation_id="wallet_transactions_list",
+        tags=["wallet"],
+        description="The caller's ledger entries, newest first.",
+        responses={200: OutputSerializer(many=True), **schema.errors(schema.UNAUTHENTICATED)},
+    )
+    def get(self, request):
+        return super().get(request)

@@ -1,0 +1,58 @@
+"""Idempotency-Key for money-moving POSTs, as one reusable piece.
+
+The key row is inserted in the same database transaction as the money movement,
+under a unique (user, key) constraint. A concurrent request with the same key
+waits on that unique index until the first commits, then finds the stored
+response and replays it: money moves once and every caller sees one answer.
+Only successful responses are stored; a refused request rolls its key back, so
+the client may fix the cause and retry with the same key.
+"""
+
+import json
+from collections.abc import Callable
+
+from django.db import IntegrityError, transaction
+from django.utils.crypto import salted_hmac
+from rest_framework.request import Request
+
+from config.errors import IdempotencyConflict, ValidationFailed
+from wallets.models import IdempotencyRecord
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+def request_fingerprint(request: Request) -> str:
+    canonical = json.dumps(request.data, sort_keys=True, separators=(",", ":"), default=str)
+    message = f"{request.method} {request.path.rstrip('/')}\n{canonical}"
+    # Keyed, because bodies carry the payment PIN.
+    return salted_hmac("idempotency-fingerprint", message, algorithm="sha256").hexdigest()
+
+
+def run_idempotent(request: Request, execute: Callable[[], tuple[int, dict]]) -> tuple[int, dict]:
+    """Run `execute` (which returns status and body) at most once per user and key."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        with transaction.atomic():
+            return execute()
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise ValidationFailed.on(HEADER, f"An {HEADER} is 1 to {MAX_KEY_LENGTH} characters.")
+    fingerprint = request_fingerprint(request)
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                record = IdempotencyRecord.objects.create(user=request.user, key=key, request_fingerprint=fingerprint)
+        except IntegrityError:
+            return _replay(request, key, fingerprint)
+        status, body = execute()
+        record.response_status, record.response_body = status, body
+        record.save(update_fields=["response_status", "response_body"])
+        return status, body
+
+
+def _replay(request: Request, key: str, fingerprint: str) -> tuple[int, dict]:
+    record = IdempotencyRecord.objects.get(user=request.user, key=key)
+    if record.request_fingerprint != fingerprint:
+        raise IdempotencyConflict()
+    return record.response_status, record.response_body

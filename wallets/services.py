@@ -1,0 +1,137 @@
+"""Services that write: users and their wallets, topups, adjustments, the payment PIN."""
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import check_password, make_password
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from config.errors import InvalidPin, PinLocked, PinNotSet, PermissionDenied, ValidationFailed
+from wallets.ledger import ledger_post, system_account
+from wallets.models import Account, AccountKind, LedgerTransaction, PaymentPin, SystemAccount, TransactionKind
+
+User = get_user_model()
+
+
+def wallet_get_or_create(*, user: AbstractBaseUser) -> Account:
+    """The user's wallet; users made outside `user_register` (createsuperuser) get one on first use."""
+    wallet = Account.objects.filter(user=user, kind=AccountKind.WALLET).first()
+    if wallet is not None:
+        return wallet
+    try:
+        with transaction.atomic():
+            return Account.objects.create(user=user, kind=AccountKind.WALLET, currency=settings.DEFAULT_CURRENCY)
+    except IntegrityError:
+        return Account.objects.get(user=user, kind=AccountKind.WALLET)
+
+
+@transaction.atomic
+def user_register(*, username: str, password: str) -> AbstractBaseUser:
+    if User.objects.filter(username__iexact=username).exists():
+        raise ValidationFailed.on("username", "A user with that username already exists.")
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(username=username, password=password)
+    except IntegrityError:
+        raise ValidationFailed.on("username", "A user with that username already exists.") from None
+    Account.objects.create(user=user, kind=AccountKind.WALLET, currency=settings.DEFAULT_CURRENCY)
+    return user
+
+
+def wallet_topup(*, user: AbstractBaseUser, amount: int) -> LedgerTransaction:
+    """Sandbox stand-in for a payment provider: money enters from external funding."""
+    if not settings.SANDBOX_TOPUPS:
+        raise PermissionDenied("Sandbox topups are switched off on this server.")
+    wallet = wallet_get_or_create(user=user)
+    with transaction.atomic():
+        funding = system_account(code=SystemAccount.FUNDING, currency=wallet.currency)
+        return ledger_post(
+            kind=TransactionKind.TOPUP,
+            wallet_legs={wallet.id: amount},
+            system_legs={funding.id: -amount},
+            created_by_id=user.pk,
+            memo="Sandbox topup",
+        )
+
+
+@transaction.atomic
+def wallet_adjust(*, wallet: Account, amount: int, reason: str, operator: AbstractBaseUser) -> LedgerTransaction:
+    """An operator's correction, balanced against the adjustments account."""
+    if not reason.strip():
+        raise ValidationFailed.on("reason", "An adjustment needs a written reason.")
+    if amount == 0:
+        raise ValidationFailed.on("amount", "An adjustment moves a non-zero amount.")
+    adjustments = system_account(code=SystemAccount.ADJUSTMENTS, currency=wallet.currency)
+    return ledger_post(
+        kind=TransactionKind.ADJUSTMENT,
+        wallet_legs={wallet.id: amount},
+        system_legs={adjustments.id: -amount},
+        created_by_id=operator.pk,
+        memo=reason.strip()[:255],
+    )
+
+
+def pin_set(*, user: AbstractBaseUser, pin: str, current_pin: str | None = None) -> None:
+    """Set the PIN, or change it by proving the current one (a wrong one counts as a try)."""
+    with transaction.atomic():
+        record = PaymentPin.objects.select_for_update().filter(user=user).first()
+        if record is None:
+            PaymentPin.objects.create(user=user, pin_hash=make_password(pin))
+            return
+        if not current_pin:
+            raise ValidationFailed.on("current_pin", "The current PIN is required to change it.")
+        failure = _pin_try(record, current_pin)
+        if failure is None:
+            record.pin_hash = make_password(pin)
+            record.save(update_fields=["pin_hash", "updated_at"])
+            return
+    # Raised after the block commits, so the wrong try stays counted.
+    raise failure
+
+
+def pin_verify(*, user: AbstractBaseUser, pin: str | None) -> None:
+    """Authorise a payment with the PIN, counting wrong tries in the database.
+
+    Runs in its own transaction and must not be nested in another: a wrong try
+    has to stay counted when the request then fails.
+    """
+    if transaction.get_connection().in_atomic_block:
+        raise RuntimeError("pin_verify commits the try count; call it outside a transaction.")
+    with transaction.atomic():
+        record = PaymentPin.objects.select_for_update().filter(user=user).first()
+        if record is None:
+            raise PinNotSet()
+        if not pin:
+            raise ValidationFailed.on("pin", "The payment PIN is required.")
+        failure = _pin_try(record, pin)
+    if failure is not None:
+        raise failure
+
+
+def _pin_try(record: PaymentPin, pin: str) -> InvalidPin | PinLocked | None:
+    """One try of a PIN against a row the caller has locked; records the outcome on it.
+
+    Wrong tries within PIN_FAILURE_WINDOW are counted; the PIN_MAX_FAILURES-th
+    locks the PIN for PIN_LOCK_DURATION, during which even the right PIN is refused.
+    """
+    now = timezone.now()
+    if record.locked_until and record.locked_until > now:
+        return PinLocked(f"Too many wrong PINs; try again after {record.locked_until.isoformat()}.")
+    fields = ["failed_attempts", "first_failed_at", "locked_until", "updated_at"]
+    if check_password(pin, record.pin_hash):
+        if record.failed_attempts or record.locked_until:
+            record.failed_attempts, record.first_failed_at, record.locked_until = 0, None, None
+            record.save(update_fields=fields)
+        return None
+    if record.first_failed_at is None or now - record.first_failed_at > settings.PIN_FAILURE_WINDOW:
+        record.failed_attempts, record.first_failed_at = 0, now
+    record.failed_attempts += 1
+    if record.failed_attempts >= settings.PIN_MAX_FAILURES:
+        record.locked_until = now + settings.PIN_LOCK_DURATION
+        record.failed_attempts, record.first_failed_at = 0, None
+        record.save(update_fields=fields)
+        return InvalidPin(f"The payment PIN is wrong; it is now locked until {record.locked_until.isoformat()}.")
+    record.save(update_fields=fields)
+    remaining = settings.PIN_MAX_FAILURES - record.failed_attempts
+    return InvalidPin(f"The payment PIN is wrong; {remaining} tries left before it locks.")
