@@ -160,21 +160,36 @@ class ClaimResult:
 
 
 _SHARE_TABLE = Share._meta.db_table
-# Take the first free share that no concurrent claim holds; SKIP LOCKED lets
-# hundreds of claimers of one packet each take a different row at once.
 _TAKE_FREE_SHARE = f"""
     UPDATE {_SHARE_TABLE} SET claimed_by_id = %s, claimed_at = %s, claim_transaction_id = %s
     WHERE id = (
         SELECT id FROM {_SHARE_TABLE}
         WHERE packet_id = %s AND claimed_by_id IS NULL AND NOT refunded
-        ORDER BY seq LIMIT 1 FOR UPDATE {{wait}}
+        ORDER BY seq LIMIT 1 {{lock}}
     )
     RETURNING amount
 """
-_TAKE_SKIPPING_LOCKED = _TAKE_FREE_SHARE.format(wait="SKIP LOCKED")
+# Take the first free share that no concurrent claim holds; SKIP LOCKED lets
+# hundreds of claimers of one packet each take a different row at once.
+_TAKE_SKIPPING_LOCKED = _TAKE_FREE_SHARE.format(lock="FOR UPDATE SKIP LOCKED")
 # Only when every free share is locked: wait for those claims to end, so a claim
 # that rolls back leaves its share to us instead of a false "exhausted".
-_TAKE_WAITING = _TAKE_FREE_SHARE.format(wait="")
+_TAKE_WAITING = _TAKE_FREE_SHARE.format(lock="FOR UPDATE")
+# SQLite has no row locks: its IMMEDIATE transactions already run one writer at a time.
+_TAKE_SERIALISED = _TAKE_FREE_SHARE.format(lock="")
+
+
+def _take_free_share(params: list) -> tuple[int] | None:
+    with connection.cursor() as cursor:
+        if not connection.features.has_select_for_update_skip_locked:
+            cursor.execute(_TAKE_SERIALISED, params)
+            return cursor.fetchone()
+        cursor.execute(_TAKE_SKIPPING_LOCKED, params)
+        row = cursor.fetchone()
+        if row is None:
+            cursor.execute(_TAKE_WAITING, params)
+            row = cursor.fetchone()
+        return row
 
 
 def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult:
@@ -203,13 +218,7 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult
     transaction_id = uuid.uuid4()
     try:
         with transaction.atomic():
-            with connection.cursor() as cursor:
-                params = [user.pk, now, transaction_id, packet.id]
-                cursor.execute(_TAKE_SKIPPING_LOCKED, params)
-                row = cursor.fetchone()
-                if row is None:
-                    cursor.execute(_TAKE_WAITING, params)
-                    row = cursor.fetchone()
+            row = _take_free_share([user.pk, now, transaction_id, packet.id])
             if row is None:
                 raise _no_free_share(packet.id, now)
             (amount,) = row
