@@ -88,7 +88,9 @@ class Packet(models.Model):
                 condition=Q(refunded_amount__gte=0) & Q(refunded_amount__lte=models.F("total_amount")),
                 name="packet_refund_within_total",
             ),
-            models.CheckConstraint(condition=Q(settled_at__isnull=False) | Q(refunded_amount=0), name="packet_refund_only_when_settled"),
+            models.CheckConstraint(
+                condition=Q(settled_at__isnull=False) | Q(refunded_amount=0), name="packet_refund_only_when_settled"
+            ),
             models.CheckConstraint(condition=Q(recipient__isnull=True) | Q(share_count=1), name="packet_exclusive_has_one_share"),
             models.CheckConstraint(condition=Q(expires_at__gt=models.F("created_at")), name="packet_expires_after_creation"),
         ]

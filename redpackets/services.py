@@ -11,20 +11,20 @@ The money rules of a packet live here and in `allocation.py`:
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from config.errors import NotFound, NotRecipient, PacketExhausted, PacketExpired, PermissionDenied, ValidationFailed
 from redpackets import allocation
 from redpackets.models import ChatGroup, GroupMembership, Packet, PacketKind, Share
-from wallets.ledger import ledger_post, system_account
-from wallets.models import Account, AccountKind, SystemAccount, TransactionKind
+from wallets.ledger import db_value, ledger_post, system_account
+from wallets.models import Account, AccountKind, LedgerTransaction, SystemAccount, TransactionKind
 from wallets.services import wallet_get_or_create
 
 User = get_user_model()
@@ -192,22 +192,56 @@ def _take_free_share(params: list) -> tuple[int] | None:
         return row
 
 
+_CLAIM_CONTEXT = f"""
+    SELECT p.id, p.recipient_id, p.expires_at, p.escrow_account_id,
+           EXISTS (SELECT 1 FROM {GroupMembership._meta.db_table} m
+                   WHERE m.group_id = p.group_id AND m.user_id = %(user)s) AS is_member,
+           (SELECT a.id FROM {Account._meta.db_table} a
+             WHERE a.user_id = %(user)s AND a.kind = '{AccountKind.WALLET}') AS wallet_id,
+           s.amount AS my_amount, s.claimed_at AS my_claimed_at
+    FROM {Packet._meta.db_table} p
+    LEFT JOIN {_SHARE_TABLE} s ON s.packet_id = p.id AND s.claimed_by_id = %(user)s
+    WHERE p.id = %(packet)s
+"""
+
+
+@dataclass(frozen=True)
+class _ClaimContext:
+    id: uuid.UUID
+    recipient_id: int | None
+    expires_at: datetime
+    escrow_account_id: int
+    is_member: bool
+    wallet_id: int | None
+    my_amount: int | None
+    my_claimed_at: datetime | None
+
+    def __post_init__(self):
+        # SQLite hands back text; PostgreSQL typed values.
+        object.__setattr__(self, "id", uuid.UUID(str(self.id)))
+        object.__setattr__(self, "expires_at", _as_datetime(self.expires_at))
+
+
+def _as_datetime(value):
+    """PostgreSQL returns datetimes; SQLite returns naive UTC text."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return parse_datetime(value).replace(tzinfo=UTC)
+
+
 def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult:
     """Claim one share of a packet for `user`; a repeat returns the first claim."""
-    packet = (
-        Packet.objects.filter(id=packet_id)
-        .annotate(
-            is_member=Exists(GroupMembership.objects.filter(group_id=OuterRef("group_id"), user=user)),
-            wallet_id=Subquery(Account.objects.filter(user=user, kind=AccountKind.WALLET).values("id")[:1]),
-        )
-        .only("id", "recipient_id", "expires_at", "escrow_account_id")
-        .first()
-    )
+    # One read answers every question asked before the money moves.
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_CONTEXT, {"packet": db_value(Packet, "id", packet_id), "user": user.pk})
+        row = cursor.fetchone()
+    packet = _ClaimContext(*row) if row else None
     if packet is None or not packet.is_member:
         raise NotFound("No such packet.")
-    previous = _claim_of(packet.id, user)
-    if previous is not None:
-        return previous
+    if packet.my_amount is not None:
+        return ClaimResult(
+            packet_id=packet.id, amount=packet.my_amount, claimed_at=_as_datetime(packet.my_claimed_at), created=False
+        )
     now = timezone.now()
     if now >= packet.expires_at:
         raise PacketExpired()
@@ -218,9 +252,14 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult
     transaction_id = uuid.uuid4()
     try:
         with transaction.atomic():
-            row = _take_free_share([user.pk, now, transaction_id, packet.id])
+            row = _take_free_share([
+                user.pk,
+                db_value(Share, "claimed_at", now),
+                db_value(LedgerTransaction, "id", transaction_id),
+                db_value(Packet, "id", packet.id),
+            ])
             if row is None:
-                raise _no_free_share(packet.id, now)
+                raise _no_free_share(packet.id)
             (amount,) = row
             ledger_post(
                 kind=TransactionKind.PACKET_CLAIM,
@@ -246,7 +285,7 @@ def _claim_of(packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult | Non
     return ClaimResult(packet_id=packet_id, amount=share["amount"], claimed_at=share["claimed_at"], created=False)
 
 
-def _no_free_share(packet_id: uuid.UUID, now: datetime) -> Exception:
+def _no_free_share(packet_id: uuid.UUID) -> Exception:
     """No free share: the expiry refund took the rest, or every share is claimed."""
     settled = Packet.objects.filter(id=packet_id, settled_at__isnull=False).exists()
     return PacketExpired() if settled else PacketExhausted()

@@ -37,7 +37,7 @@ class Command(BaseCommand):
 
         self.stdout.write(self.style.SUCCESS("Demo data ready:"))
         self.stdout.write(f"  admin login:  {ADMIN[0]} / {ADMIN[1]}  (http://127.0.0.1:8000/admin/)")
-        for username, balance in DEMO_USERS.items():
+        for username in DEMO_USERS:
             self.stdout.write(f"  user:         {username} / {DEMO_PASSWORD}  PIN {DEMO_PIN}")
         self.stdout.write(f"  group:        Family ({group.id}), members {', '.join(DEMO_USERS)}")
         self.stdout.write("  API docs:     http://127.0.0.1:8000/api/docs/")

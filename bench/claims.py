@@ -1,0 +1,261 @@
+"""Claims per second on one hot packet, on PostgreSQL, three ways side by side.
+
+- service: redpackets.services.packet_claim, as the API calls it;
+- naive:   the same claim, but locking the packet row first (one lock per packet,
+           the design that serialises every claimer);
+- raw SQL: the statements of one claim sent straight through psycopg, no Django:
+           the database's own ceiling for this work on this machine.
+
+Each claimer is its own process (as gunicorn workers are), released together.
+Figures are only compared within one run: the machine is shared and noisy.
+
+    DATABASE_URL=postgres://... python bench/claims.py [--claims 1200] [--levels 1,8,32,64]
+
+Prints the table and writes it to docs/performance.md.
+"""
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/redpackets_bench")
+
+import django  # noqa: E402
+
+django.setup()
+
+import psycopg  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, connections, transaction  # noqa: E402
+from django.utils import timezone as dj_timezone  # noqa: E402
+
+from config.errors import PacketExhausted  # noqa: E402
+from redpackets.models import ChatGroup, GroupMembership, Packet, Share  # noqa: E402
+from redpackets.services import packet_claim, packet_send  # noqa: E402
+from wallets.ledger import ledger_post  # noqa: E402
+from wallets.models import Account, AccountKind, TransactionKind  # noqa: E402
+from wallets.services import wallet_topup  # noqa: E402
+
+User = get_user_model()
+PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
+
+
+# --- the three ways to claim ---------------------------------------------------------
+
+
+def claim_service(packet_id, user_id, wallet_id, escrow_id):
+    packet_claim(packet_id=packet_id, user=User(pk=user_id))
+
+
+def claim_naive(packet_id, user_id, wallet_id, escrow_id):
+    """The packet-row-lock design: every claimer queues on one row."""
+    now = dj_timezone.now()
+    with transaction.atomic():
+        Packet.objects.select_for_update().only("id").get(id=packet_id)
+        share = Share.objects.filter(packet_id=packet_id, claimed_by__isnull=True, refunded=False).order_by("seq").first()
+        if share is None:
+            raise PacketExhausted()
+        tx_id = uuid.uuid4()
+        Share.objects.filter(id=share.id).update(claimed_by_id=user_id, claimed_at=now, claim_transaction_id=tx_id)
+        ledger_post(
+            kind=TransactionKind.PACKET_CLAIM,
+            wallet_legs={wallet_id: share.amount},
+            system_legs={escrow_id: -share.amount},
+            packet_id=packet_id,
+            created_by_id=user_id,
+            transaction_id=tx_id,
+        )
+
+
+RAW_CLAIM = [
+    (
+        "UPDATE redpackets_share SET claimed_by_id = %(user)s, claimed_at = now(), claim_transaction_id = %(tx)s "
+        "WHERE id = (SELECT id FROM redpackets_share WHERE packet_id = %(packet)s AND claimed_by_id IS NULL "
+        "AND NOT refunded ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING amount"
+    ),
+    (
+        "INSERT INTO wallets_ledgertransaction (id, kind, packet_id, memo, created_by_id, created_at) "
+        "VALUES (%(tx)s, 'packet_claim', %(packet)s, '', %(user)s, now())"
+    ),
+    "UPDATE wallets_account SET balance = balance + %(amount)s WHERE id = %(wallet)s RETURNING balance",
+    (
+        "INSERT INTO wallets_ledgerentry (transaction_id, account_id, amount, balance_after) "
+        "VALUES (%(tx)s, %(wallet)s, %(amount)s, %(balance)s), (%(tx)s, %(escrow)s, -%(amount)s, NULL)"
+    ),
+]
+
+
+def make_raw_claimer():
+    dsn = settings.DATABASES["default"]
+    conn = psycopg.connect(
+        host=dsn["HOST"], port=dsn["PORT"] or 5432, user=dsn["USER"], password=dsn["PASSWORD"] or None,
+        dbname=dsn["NAME"], autocommit=False,
+    )
+
+    def claim_raw(packet_id, user_id, wallet_id, escrow_id):
+        params = {"user": user_id, "tx": uuid.uuid4(), "packet": packet_id, "wallet": wallet_id, "escrow": escrow_id}
+        with conn.cursor() as cur:
+            cur.execute(RAW_CLAIM[0], params)
+            row = cur.fetchone()
+            if row is None:
+                conn.rollback()
+                raise PacketExhausted()
+            params["amount"] = row[0]
+            cur.execute(RAW_CLAIM[1], params)
+            cur.execute(RAW_CLAIM[2], params)
+            params["balance"] = cur.fetchone()[0]
+            cur.execute(RAW_CLAIM[3], params)
+        conn.commit()
+
+    return claim_raw
+
+
+VARIANTS = {"service": lambda: claim_service, "naive": lambda: claim_naive, "raw SQL": make_raw_claimer}
+
+
+# --- harness --------------------------------------------------------------------------
+
+
+def _worker(variant, packet_id, escrow_id, claimers, barrier, results):
+    connections.close_all()  # never share the parent's connection across fork
+    claim = VARIANTS[variant]()
+    latencies, failures = [], 0
+    barrier.wait()
+    for user_id, wallet_id in claimers:
+        start = time.perf_counter()
+        try:
+            claim(packet_id, user_id, wallet_id, escrow_id)
+        except Exception:
+            failures += 1
+        latencies.append(time.perf_counter() - start)
+    connections.close_all()
+    results.put((latencies, failures))
+
+
+def run_round(variant, level, claims, users, sender, group):
+    packet = packet_send(sender=sender, group_id=group.id, kind="random", share_count=claims, total_amount=claims * 100)
+    chunks = [users[i::level] for i in range(level)]
+    ctx = mp.get_context("fork")
+    barrier, results = ctx.Barrier(level + 1), ctx.Queue()
+    connections.close_all()
+    procs = [
+        ctx.Process(target=_worker, args=(variant, packet.id, packet.escrow_account_id, chunk, barrier, results))
+        for chunk in chunks
+    ]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    start = time.perf_counter()
+    outcomes = [results.get() for _ in procs]
+    elapsed = time.perf_counter() - start
+    for p in procs:
+        p.join()
+    latencies = sorted(lat for lats, _ in outcomes for lat in lats)
+    failures = sum(f for _, f in outcomes)
+    claimed = Share.objects.filter(packet=packet, claimed_by__isnull=False).count()
+    return {
+        "variant": variant,
+        "level": level,
+        "claims": claimed,
+        "failed": failures,
+        "per_second": claimed / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+    }
+
+
+def prepare(claims):
+    call_command("migrate", verbosity=0)
+    settings.REDPACKET_MAX_SHARES = claims
+    settings.REDPACKET_TTL_SECONDS = 3600
+    run_id = uuid.uuid4().hex[:8]
+    sender = User.objects.create_user(username=f"bench-sender-{run_id}")
+    Account.objects.create(user=sender, kind=AccountKind.WALLET)
+    wallet_topup(user=sender, amount=10**12)
+    users = User.objects.bulk_create([User(username=f"bench-{run_id}-{i}") for i in range(claims)])
+    wallets = Account.objects.bulk_create([Account(user=u, kind=AccountKind.WALLET) for u in users])
+    group = ChatGroup.objects.create(name=f"bench {run_id}", owner=sender)
+    GroupMembership.objects.bulk_create([GroupMembership(group=group, user=u) for u in [sender, *users]])
+    return sender, group, [(u.pk, w.pk) for u, w in zip(users, wallets)]
+
+
+def render(rows, claims):
+    by = {(r["variant"], r["level"]): r for r in rows}
+    levels = sorted({r["level"] for r in rows})
+    lines = [
+        "| claimers | service claims/s | naive claims/s | raw SQL claims/s | service / raw | service / naive "
+        "| service p50 / p99 ms | naive p50 / p99 ms | raw p50 / p99 ms | failed claims |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for level in levels:
+        s, n, r = by[("service", level)], by[("naive", level)], by[("raw SQL", level)]
+        lines.append(
+            f"| {level} | {s['per_second']:.0f} | {n['per_second']:.0f} | {r['per_second']:.0f} "
+            f"| {s['per_second'] / r['per_second']:.0%} | {s['per_second'] / n['per_second']:.2f}x "
+            f"| {s['p50_ms']:.1f} / {s['p99_ms']:.1f} | {n['p50_ms']:.1f} / {n['p99_ms']:.1f} "
+            f"| {r['p50_ms']:.1f} / {r['p99_ms']:.1f} | {s['failed'] + n['failed'] + r['failed']} |"
+        )
+    return "\n".join(lines)
+
+
+def write_doc(table, claims, levels):
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = (
+        "## Claims on one hot packet (bench/claims.py)\n\n"
+        f"Run {stamp} on {os.cpu_count()} cores, PostgreSQL {connection.pg_version // 10000}, "
+        f"{claims} shares per packet, each claimer a process; every variant and level in the same run.\n\n"
+        f"{table}\n\n"
+        "Targets at 32 claimers: the service at least 60% of raw SQL and at least 2x the naive "
+        "packet-row lock, with zero failed claims.\n"
+    )
+    text = PERFORMANCE_DOC.read_text() if PERFORMANCE_DOC.exists() else "# Performance\n\n"
+    marker = "## Claims on one hot packet (bench/claims.py)"
+    if marker in text:
+        head, _, rest = text.partition(marker)
+        tail = rest[rest.find("\n## ") :] if "\n## " in rest else ""
+        text = head + section + tail
+    else:
+        text = text.rstrip() + "\n\n" + section
+    PERFORMANCE_DOC.parent.mkdir(exist_ok=True)
+    PERFORMANCE_DOC.write_text(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--claims", type=int, default=1200, help="shares per packet (claims per round)")
+    parser.add_argument("--levels", default="1,8,32,64", help="concurrent claimers, comma-separated")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
+    args = parser.parse_args()
+    if connection.vendor != "postgresql":
+        sys.exit("The benchmark needs PostgreSQL: set DATABASE_URL.")
+    levels = [int(x) for x in args.levels.split(",")]
+    rows = []
+    for level in levels:
+        for variant in VARIANTS:
+            sender, group, users = prepare(args.claims)
+            row = run_round(variant, level, args.claims, users, sender, group)
+            rows.append(row)
+            print(f"{variant:>8} @ {level:>2}: {row['per_second']:7.0f} claims/s  p50 {row['p50_ms']:6.1f} ms  "
+                  f"p99 {row['p99_ms']:6.1f} ms  failed {row['failed']}", flush=True)
+    table = render(rows, args.claims)
+    print()
+    print(table)
+    call_command("reconcile")
+    if not args.no_write:
+        write_doc(table, args.claims, levels)
+        print(f"\nwritten to {PERFORMANCE_DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
