@@ -16,7 +16,7 @@ run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py seed_demo
-	$(BIN)/honcho start -f Procfile
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
 
 ## Set up and run the whole test suite (PostgreSQL and Redis when reachable).
 test: $(BIN)/.installed

@@ -217,16 +217,18 @@ class _ClaimContext:
     my_claimed_at: datetime | None
 
     def __post_init__(self):
-        # SQLite hands back text; PostgreSQL typed values.
+        # SQLite hands back text and naive datetimes; PostgreSQL typed values.
         object.__setattr__(self, "id", uuid.UUID(str(self.id)))
         object.__setattr__(self, "expires_at", _as_datetime(self.expires_at))
 
 
 def _as_datetime(value):
-    """PostgreSQL returns datetimes; SQLite returns naive UTC text."""
-    if value is None or isinstance(value, datetime):
-        return value
-    return parse_datetime(value).replace(tzinfo=UTC)
+    """PostgreSQL returns aware datetimes; SQLite naive UTC ones (or text)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = parse_datetime(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult:
@@ -259,6 +261,11 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult
                 db_value(Packet, "id", packet.id),
             ])
             if row is None:
+                # We may have waited on the last share for a concurrent claim of
+                # the same member: that claim, not "exhausted", is the answer.
+                previous = _claim_of(packet.id, user)
+                if previous is not None:
+                    return previous
                 raise _no_free_share(packet.id)
             (amount,) = row
             ledger_post(
