@@ -16,5 +16,6 @@ class StrictIntegerField(serializers.IntegerField):
 
 class PinField(serializers.RegexField):
     def __init__(self, **kwargs):
-        super().__init__(r"^\d{6}$", max_length=6, min_length=6, **kwargs)
+        # [0-9], not \d: \d also matches full-width and other Unicode digits.
+        super().__init__(r"^[0-9]{6}\Z", max_length=6, min_length=6, **kwargs)
         self.error_messages["invalid"] = "A PIN is exactly 6 digits."

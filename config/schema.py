@@ -10,6 +10,8 @@ from config.errors import ServiceError
 class KnoxBearerScheme(OpenApiAuthenticationExtension):
     target_class = "knox.auth.TokenAuthentication"
     name = "bearerAuth"
+    # Above drf-spectacular's bundled knox extension (priority 0), which would win otherwise.
+    priority = 1
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer", "description": "A token from POST /api/v1/auth/token."}
@@ -59,3 +61,16 @@ IDEMPOTENCY_KEY = OpenApiParameter(
         "response and moves no money twice; with a different body, 409 idempotency_conflict."
     ),
 )
+
+
+def drop_trailing_slash_aliases(endpoints, **kwargs):
+    """SPECTACULAR preprocessing hook: the contract's paths have no trailing slash.
+
+    config.urls also routes each path with a slash (tolerated, same view); documenting
+    both would publish every operation twice under colliding operation ids.
+    """
+    return [
+        (path, path_regex, method, callback)
+        for path, path_regex, method, callback in endpoints
+        if not (path.startswith("/api/v1/") and path.endswith("/"))
+    ]

@@ -1,6 +1,7 @@
 """Thin REST endpoints: groups, sending, viewing and claiming packets."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
@@ -27,11 +28,20 @@ from wallets.idempotency import run_idempotent
 from wallets.services import pin_verify
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class UsernameField(serializers.SlugRelatedField):
+    """A related user as their username (typed for the schema: these serializers have no model)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(slug_field="username", **kwargs)
+
+
+@extend_schema_serializer(component_name="Group")
 class GroupOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     name = serializers.CharField()
     owner = serializers.CharField(source="owner.username")
-    members = serializers.SlugRelatedField(slug_field="username", many=True, read_only=True)
+    members = UsernameField(many=True, read_only=True)
     created_at = serializers.DateTimeField()
 
 
@@ -47,6 +57,7 @@ class MyClaimSerializer(serializers.Serializer):
     claimed_at = serializers.DateTimeField()
 
 
+@extend_schema_serializer(component_name="Packet")
 class PacketOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField(source="packet.id")
     group = serializers.UUIDField(source="packet.group_id")
@@ -70,6 +81,7 @@ class PacketOutputSerializer(serializers.Serializer):
 
 
 class GroupCreateApi(APIView):
+    @extend_schema_serializer(component_name="GroupCreate")
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
         members = serializers.ListField(child=serializers.CharField(max_length=150), max_length=500, default=list)
@@ -102,6 +114,7 @@ class GroupDetailApi(APIView):
 
 
 class GroupMemberAddApi(APIView):
+    @extend_schema_serializer(component_name="GroupMemberAdd")
     class InputSerializer(serializers.Serializer):
         username = serializers.CharField(max_length=150)
 
@@ -152,6 +165,7 @@ class GroupPacketListApi(PacketViewsMixin, ListAPIView):
 class PacketSendApi(APIView):
     throttle_scope = "money"
 
+    @extend_schema_serializer(component_name="PacketSend")
     class InputSerializer(serializers.Serializer):
         group = serializers.UUIDField()
         kind = serializers.ChoiceField(choices=PacketKind.choices)
@@ -232,6 +246,7 @@ class PacketDetailApi(APIView):
 class PacketClaimApi(APIView):
     throttle_scope = "claims"
 
+    @extend_schema_serializer(component_name="PacketClaim")
     class OutputSerializer(serializers.Serializer):
         packet = serializers.UUIDField(source="packet_id")
         amount = serializers.IntegerField()

@@ -12,6 +12,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from wallets.models import Account, LedgerTransaction
 
@@ -70,7 +71,8 @@ class Packet(models.Model):
     share_count = models.PositiveSmallIntegerField()
     # The escrow account holding the unclaimed money, read with the packet.
     escrow_account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Set by packet_send from the same instant as expires_at.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField()
     # Set once, by the expiry refund, under the packet row lock.
     settled_at = models.DateTimeField(null=True, blank=True)

@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Sum
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -82,7 +83,7 @@ class WalletAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def adjust_view(self, request, pk):
         if not request.user.is_superuser:
-            raise PermissionError("Only superusers adjust balances.")
+            raise PermissionDenied("Only superusers adjust balances.")
         wallet = get_object_or_404(self.get_queryset(request), pk=pk)
         form = AdjustmentForm(request.POST or None)
         if request.method == "POST" and form.is_valid():

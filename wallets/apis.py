@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate, password_validation
 from django.core import validators as django_validators
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from knox.models import AuthToken
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
@@ -26,6 +26,7 @@ class RegisterApi(APIView):
     permission_classes = [AllowAny]
     throttle_scope = "auth"
 
+    @extend_schema_serializer(component_name="Register")
     class InputSerializer(serializers.Serializer):
         username = serializers.CharField(
             max_length=150,
@@ -40,6 +41,7 @@ class RegisterApi(APIView):
                 raise serializers.ValidationError(list(exc.messages)) from None
             return value
 
+    @extend_schema_serializer(component_name="RegisteredUser")
     class OutputSerializer(serializers.Serializer):
         id = serializers.CharField(source="pk")
         username = serializers.CharField()
@@ -63,10 +65,12 @@ class TokenApi(APIView):
     permission_classes = [AllowAny]
     throttle_scope = "auth"
 
+    @extend_schema_serializer(component_name="TokenCredentials")
     class InputSerializer(serializers.Serializer):
         username = serializers.CharField(max_length=150)
         password = serializers.CharField(max_length=128, write_only=True, style={"input_type": "password"})
 
+    @extend_schema_serializer(component_name="Token")
     class OutputSerializer(serializers.Serializer):
         token = serializers.CharField()
         expires_at = serializers.DateTimeField(allow_null=True)
@@ -115,6 +119,7 @@ class LogoutAllApi(APIView):
 
 
 class WalletApi(APIView):
+    @extend_schema_serializer(component_name="Wallet")
     class OutputSerializer(serializers.Serializer):
         balance = serializers.IntegerField(help_text="Minor units of `currency`.")
         currency = serializers.CharField()
@@ -130,6 +135,7 @@ class WalletApi(APIView):
 
 
 class PinApi(APIView):
+    @extend_schema_serializer(component_name="PinChange")
     class InputSerializer(serializers.Serializer):
         pin = PinField()
         current_pin = PinField(required=False, help_text="Required to change an existing PIN.")
@@ -150,6 +156,7 @@ class PinApi(APIView):
 class TopupApi(APIView):
     throttle_scope = "money"
 
+    @extend_schema_serializer(component_name="Topup")
     class InputSerializer(serializers.Serializer):
         amount = StrictIntegerField(min_value=1, help_text="Minor units; at most SANDBOX_TOPUP_MAX.")
 
@@ -158,6 +165,7 @@ class TopupApi(APIView):
                 raise serializers.ValidationError(f"A sandbox topup is at most {settings.SANDBOX_TOPUP_MAX}.")
             return value
 
+    @extend_schema_serializer(component_name="TopupResult")
     class OutputSerializer(serializers.Serializer):
         id = serializers.UUIDField()
         amount = serializers.IntegerField()
@@ -190,6 +198,7 @@ class TopupApi(APIView):
 class TransactionListApi(ListAPIView):
     pagination_class = LedgerCursorPagination
 
+    @extend_schema_serializer(component_name="WalletTransaction")
     class OutputSerializer(serializers.Serializer):
         id = serializers.UUIDField(source="transaction_id")
         kind = serializers.ChoiceField(source="transaction.kind", choices=TransactionKind.choices)

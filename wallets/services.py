@@ -7,7 +7,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from config.errors import InvalidPin, PinLocked, PinNotSet, PermissionDenied, ValidationFailed
+from config.errors import InvalidPin, PermissionDenied, PinLocked, PinNotSet, ValidationFailed
 from wallets.ledger import ledger_post, system_account
 from wallets.models import Account, AccountKind, LedgerTransaction, PaymentPin, SystemAccount, TransactionKind
 

@@ -1,0 +1,227 @@
+"""The published OpenAPI schema matches the contract, and production settings pass Django's deploy checks."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+import yaml
+from django.conf import settings
+
+CONTRACT_OPERATIONS = {
+    ("/api/v1/auth/register", "post"),
+    ("/api/v1/auth/token", "post"),
+    ("/api/v1/wallet", "get"),
+    ("/api/v1/wallet/pin", "put"),
+    ("/api/v1/wallet/topups", "post"),
+    ("/api/v1/wallet/transactions", "get"),
+    ("/api/v1/groups", "post"),
+    ("/api/v1/groups/{group_id}", "get"),
+    ("/api/v1/groups/{group_id}/members", "post"),
+    ("/api/v1/groups/{group_id}/packets", "get"),
+    ("/api/v1/packets", "post"),
+    ("/api/v1/packets/{packet_id}", "get"),
+    ("/api/v1/packets/{packet_id}/claim", "post"),
+}
+HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options"}
+
+
+def manage(*args: str, env: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
+    """Run manage.py in a fresh process with only the given settings environment."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_", "CACHE_"))}
+    clean.update({"VAR_DIR": str(tmp_path / "var"), "PYTHONDONTWRITEBYTECODE": "1", **env})
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR, env=clean, capture_output=True, text=True, timeout=300,
+    )
+
+
+def production_env(**extra: str) -> dict[str, str]:
+    return {
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+        "DJANGO_ALLOWED_HOSTS": "example.com",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    from rest_framework.test import APIClient
+
+    response = APIClient().get("/api/schema/", {"format": "json"})
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def operations(schema: dict) -> set[tuple[str, str]]:
+    return {(path, method) for path, item in schema["paths"].items() for method in item if method in HTTP_METHODS}
+
+
+def component(schema: dict, name: str) -> dict:
+    return schema["components"]["schemas"][name]
+
+
+def response_schema(schema: dict, path: str, method: str, status: str) -> dict:
+    ref = schema["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+    return component(schema, ref.rsplit("/", 1)[-1])
+
+
+# --- generation ------------------------------------------------------------------------
+
+
+def test_schema_generation_is_valid_and_free_of_warnings(tmp_path):
+    out = tmp_path / "schema.yaml"
+
+    result = manage("spectacular", "--validate", "--fail-on-warn", "--file", str(out),
+                    env={"DJANGO_SETTINGS_MODULE": "config.settings.base"}, tmp_path=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr and "Error" not in result.stderr, result.stderr
+    generated = yaml.safe_load(out.read_text())
+    assert CONTRACT_OPERATIONS <= operations(generated)
+
+
+# --- contents ----------------------------------------------------------------------------
+
+
+def test_schema_documents_every_contract_operation(schema):
+    assert CONTRACT_OPERATIONS <= operations(schema)
+
+
+def test_schema_documents_each_path_once_without_the_tolerated_trailing_slash(schema):
+    assert not [path for path in schema["paths"] if path.endswith("/")]
+    operation_ids = [op["operationId"] for item in schema["paths"].values() for m, op in item.items() if m in HTTP_METHODS]
+    assert len(operation_ids) == len(set(operation_ids))
+
+
+def test_schema_requires_the_bearer_token_except_on_register_and_token(schema):
+    assert schema["components"]["securitySchemes"] == {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "description": "A token from POST /api/v1/auth/token."}
+    }
+    for path, method in CONTRACT_OPERATIONS:
+        security = schema["paths"][path][method].get("security", schema.get("security"))
+        if path in {"/api/v1/auth/register", "/api/v1/auth/token"}:
+            assert not [s for s in security or [] if s], (path, security)
+        else:
+            assert security == [{"bearerAuth": []}], (path, security)
+
+
+def test_schema_errors_are_the_envelope(schema):
+    envelope = component(schema, "ErrorEnvelope")
+    error = component(schema, "Error")
+
+    assert envelope["required"] == ["error"]
+    assert set(error["properties"]) == {"code", "message", "fields"}
+    for path, method, status in [
+        ("/api/v1/auth/register", "post", "400"),
+        ("/api/v1/auth/token", "post", "401"),
+        ("/api/v1/wallet/topups", "post", "409"),
+        ("/api/v1/wallet/pin", "put", "423"),
+        ("/api/v1/packets", "post", "409"),
+        ("/api/v1/packets/{packet_id}/claim", "post", "410"),
+        ("/api/v1/packets/{packet_id}", "get", "404"),
+    ]:
+        assert response_schema(schema, path, method, status) == envelope, (path, method, status)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/wallet/topups", "/api/v1/packets"])
+def test_schema_offers_an_idempotency_key_on_money_moving_posts(schema, path):
+    parameters = schema["paths"][path]["post"].get("parameters", [])
+
+    assert {"in": "header", "name": "Idempotency-Key"} in [{"in": p["in"], "name": p["name"]} for p in parameters]
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "status", "fields"),
+    [
+        ("/api/v1/auth/register", "post", "201", {"id", "username"}),
+        ("/api/v1/auth/token", "post", "200", {"token"}),
+        ("/api/v1/wallet", "get", "200", {"balance", "currency"}),
+        ("/api/v1/wallet/topups", "post", "201", {"id", "amount", "balance"}),
+        ("/api/v1/groups", "post", "201", {"id", "name", "owner", "members"}),
+        ("/api/v1/packets/{packet_id}/claim", "post", "201", {"packet", "amount", "claimed_at"}),
+        (
+            "/api/v1/packets/{packet_id}", "get", "200",
+            {"id", "group", "sender", "kind", "greeting", "total_amount", "share_count", "claimed_count",
+             "claimed_amount", "remaining_amount", "refunded_amount", "status", "created_at", "expires_at",
+             "finished_at", "claims", "my_claim"},
+        ),
+    ],
+)
+def test_schema_responses_carry_the_contract_fields(schema, path, method, status, fields):
+    body = response_schema(schema, path, method, status)
+
+    assert fields <= set(body["properties"]), fields - set(body["properties"])
+    assert fields <= set(body.get("required", [])), fields - set(body.get("required", []))
+
+
+def test_schema_lists_are_results_and_next(schema):
+    for path in ["/api/v1/wallet/transactions", "/api/v1/groups/{group_id}/packets"]:
+        page = response_schema(schema, path, "get", "200")
+        assert set(page["properties"]) == {"results", "next"}, path
+        assert page["properties"]["next"]["nullable"] is True
+        assert any(p["name"] == "cursor" for p in schema["paths"][path]["get"]["parameters"])
+
+
+def test_schema_money_is_integers_and_kinds_are_the_contracts(schema):
+    transaction = component(schema, "WalletTransaction")
+    kinds = component(schema, "TransactionKindEnum")
+
+    assert {"id", "kind", "amount", "balance_after", "created_at", "packet"} <= set(transaction["properties"])
+    for name in ["amount", "balance_after"]:
+        assert transaction["properties"][name]["type"] == "integer"
+    assert set(kinds["enum"]) == {"topup", "packet_send", "packet_claim", "packet_refund", "adjustment"}
+    assert component(schema, "Wallet")["properties"]["balance"]["type"] == "integer"
+    assert component(schema, "TopupRequest")["properties"]["amount"]["type"] == "integer"
+    assert component(schema, "Group")["properties"]["members"]["items"] == {"type": "string"}
+
+
+# --- serving ------------------------------------------------------------------------------
+
+
+def test_schema_is_served_as_yaml_without_a_token(client):
+    response = client.get("/api/schema/")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/vnd.oai.openapi")
+    assert yaml.safe_load(response.content)["openapi"].startswith("3.")
+
+
+def test_docs_page_is_served(client):
+    response = client.get("/api/docs/")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert b"/api/schema/" in response.content
+
+
+# --- deployment ------------------------------------------------------------------------------
+
+
+def test_production_settings_pass_the_deploy_checks(tmp_path):
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env(), tmp_path=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_production_settings_switch_sandbox_topups_and_debug_off(tmp_path):
+    result = manage(
+        "shell", "-c", "from django.conf import settings; print(settings.SANDBOX_TOPUPS, settings.DEBUG)",
+        env=production_env(), tmp_path=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
+    env = production_env()
+    del env["DJANGO_SECRET_KEY"]
+
+    result = manage("check", env=env, tmp_path=tmp_path)
+
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr
