@@ -195,3 +195,17 @@ def test_logout_needs_a_token(api, user):
     response = api.post("/api/v1/auth/logout")
 
     assert_error(response, 401, "not_authenticated")
+
+
+@pytest.mark.django_db
+def test_database_refuses_a_username_that_differs_only_in_case():
+    from django.contrib.auth import get_user_model
+    from django.db import IntegrityError, transaction
+
+    User = get_user_model()
+    User.objects.create_user(username="casey")
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        User.objects.create_user(username="CASEY")
+
+    assert User.objects.filter(username__iexact="casey").count() == 1
