@@ -179,16 +179,28 @@ _TAKE_WAITING = _TAKE_FREE_SHARE.format(lock="FOR UPDATE")
 _TAKE_SERIALISED = _TAKE_FREE_SHARE.format(lock="")
 
 
-def _take_free_share(params: list) -> tuple[int] | None:
+class _EveryFreeShareBusy(Exception):
+    """The SKIP LOCKED attempt found no free share that nobody holds."""
+
+
+def _take_free_share(params: list, *, wait: bool) -> tuple[int] | None:
+    """One attempt; without `wait`, raises _EveryFreeShareBusy instead of returning None.
+
+    The waiting attempt must run in a new (sub)transaction: SKIP LOCKED can lock a
+    share that a claim committed after the statement's snapshot (the recheck then
+    drops the row, but the lock stays until the transaction ends). Two claimers
+    waiting while each holds such a stray lock would deadlock each other; rolling
+    the first attempt back releases them, and a single waiting statement takes
+    its locks in seq order only.
+    """
     with connection.cursor() as cursor:
         if not connection.features.has_select_for_update_skip_locked:
             cursor.execute(_TAKE_SERIALISED, params)
             return cursor.fetchone()
-        cursor.execute(_TAKE_SKIPPING_LOCKED, params)
+        cursor.execute(_TAKE_WAITING if wait else _TAKE_SKIPPING_LOCKED, params)
         row = cursor.fetchone()
-        if row is None:
-            cursor.execute(_TAKE_WAITING, params)
-            row = cursor.fetchone()
+        if row is None and not wait:
+            raise _EveryFreeShareBusy
         return row
 
 
@@ -252,30 +264,36 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult
     wallet_id = packet.wallet_id or wallet_get_or_create(user=user).id
 
     transaction_id = uuid.uuid4()
+    params = [
+        user.pk,
+        db_value(Share, "claimed_at", now),
+        db_value(LedgerTransaction, "id", transaction_id),
+        db_value(Packet, "id", packet.id),
+    ]
     try:
-        with transaction.atomic():
-            row = _take_free_share([
-                user.pk,
-                db_value(Share, "claimed_at", now),
-                db_value(LedgerTransaction, "id", transaction_id),
-                db_value(Packet, "id", packet.id),
-            ])
-            if row is None:
-                # We may have waited on the last share for a concurrent claim of
-                # the same member: that claim, not "exhausted", is the answer.
-                previous = _claim_of(packet.id, user)
-                if previous is not None:
-                    return previous
-                raise _no_free_share(packet.id)
-            (amount,) = row
-            ledger_post(
-                kind=TransactionKind.PACKET_CLAIM,
-                wallet_legs={wallet_id: amount},
-                system_legs={packet.escrow_account_id: -amount},
-                packet_id=packet.id,
-                created_by_id=user.pk,
-                transaction_id=transaction_id,
-            )
+        for wait in (False, True):
+            try:
+                with transaction.atomic():
+                    row = _take_free_share(params, wait=wait)
+                    if row is None:
+                        # We may have waited on the last share for a concurrent claim of
+                        # the same member: that claim, not "exhausted", is the answer.
+                        previous = _claim_of(packet.id, user)
+                        if previous is not None:
+                            return previous
+                        raise _no_free_share(packet.id)
+                    (amount,) = row
+                    ledger_post(
+                        kind=TransactionKind.PACKET_CLAIM,
+                        wallet_legs={wallet_id: amount},
+                        system_legs={packet.escrow_account_id: -amount},
+                        packet_id=packet.id,
+                        created_by_id=user.pk,
+                        transaction_id=transaction_id,
+                    )
+                break
+            except _EveryFreeShareBusy:
+                continue  # rolled back; now wait for the shares in flight
     except IntegrityError:
         # A concurrent claim of the same member won the unique (packet, claimed_by).
         previous = _claim_of(packet.id, user)
@@ -321,6 +339,7 @@ def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int |
         # Waits for in-flight claims of these rows, then skips the ones they took.
         refunded = list(
             Share.objects.filter(packet=packet, claimed_by__isnull=True, refunded=False)
+            .order_by("seq")  # the claims' lock order: no deadlock with a waiting claim
             .select_for_update()
             .values_list("id", "amount")
         )

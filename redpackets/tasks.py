@@ -18,8 +18,13 @@ def refund_expired_packets() -> int:
     """
     settled = 0
     for packet_id in packets_due_for_refund():
-        if packet_refund_expired(packet_id=packet_id) is not None:
-            settled += 1
+        try:
+            if packet_refund_expired(packet_id=packet_id) is not None:
+                settled += 1
+        except Exception:
+            # One packet that cannot settle must not hold back every later one;
+            # it stays due and is tried again by the next sweep.
+            logger.exception("Refund of packet %s failed", packet_id)
     if settled:
         logger.info("Settled %d expired packets", settled)
     return settled
