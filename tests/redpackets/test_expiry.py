@@ -209,8 +209,8 @@ def test_many_refunds_of_one_packet_at_once_settle_it_once(sender, crowd, group)
     call_command("reconcile")
 
 
-class WorkerDied(Exception):
-    pass
+class WorkerDied(BaseException):
+    """The process dying: like SystemExit, it passes the sweep's `except Exception`."""
 
 
 def _die_before_posting(monkeypatch):
@@ -289,6 +289,34 @@ def test_a_sweep_that_dies_halfway_leaves_nothing_half_done_and_the_next_one_fin
     refunded = [assert_refunded_once(packet) for packet in packets]
     assert balance_of(sender) == before + sum(refunded)
     assert LedgerTransaction.objects.filter(kind=TransactionKind.PACKET_REFUND).count() == 4
+    call_command("reconcile")
+
+
+def test_a_packet_that_cannot_settle_does_not_hold_back_the_others(sender, crowd, group, monkeypatch):
+    # Given three expired packets, the oldest of which fails to refund every time
+    packets = [send(sender, group, share_count=2, total_amount=500 * (i + 1)) for i in range(3)]
+    wait_until_expired(*packets)
+    real = services.packet_refund_expired
+
+    def refund_all_but_the_first(*, packet_id, **kwargs):
+        if packet_id == packets[0].id:
+            raise RuntimeError("this packet is broken")
+        return real(packet_id=packet_id, **kwargs)
+
+    monkeypatch.setattr(tasks, "packet_refund_expired", refund_all_but_the_first)
+
+    # When the sweep runs
+    settled = refund_expired_packets()
+
+    # Then the other two are refunded, and the broken one stays due for the next sweep
+    assert settled == 2
+    for packet in packets[1:]:
+        assert_refunded_once(packet)
+    packets[0].refresh_from_db()
+    assert packets[0].settled_at is None
+    monkeypatch.undo()
+    assert refund_expired_packets() == 1
+    assert_refunded_once(packets[0])
     call_command("reconcile")
 
 
