@@ -5,14 +5,13 @@ the tests marked `postgres` or `redis` are skipped with the reason printed.
 """
 
 import os
-import socket
 
 import pytest
 from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
-from tests.factories import UserFactory, group_with_members, login
+from tests.factories import UserFactory, login
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -25,7 +24,7 @@ def _redis_reachable() -> bool:
 
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
-    except (redis.RedisError, socket.error):
+    except (OSError, redis.RedisError):
         return False
 
 
