@@ -3,8 +3,11 @@
 - service: redpackets.services.packet_claim, as the API calls it;
 - naive:   the same claim, but locking the packet row first (one lock per packet,
            the design that serialises every claimer);
-- raw SQL: the statements of one claim sent straight through psycopg, no Django:
-           the database's own ceiling for this work on this machine.
+- raw SQL: the same statements the service sends for one claim (the read of the
+           packet, membership and earlier claim; then the share, the wallet and
+           the ledger rows in one transaction), straight through psycopg with
+           prepared statements and no Django: the database's own ceiling for
+           this work on this machine.
 
 Each claimer is its own process (as gunicorn workers are), released together.
 Figures are only compared within one run: the machine is shared and noisy.
@@ -42,7 +45,7 @@ from django.utils import timezone as dj_timezone  # noqa: E402
 
 from config.errors import PacketExhausted  # noqa: E402
 from redpackets.models import ChatGroup, GroupMembership, Packet, Share  # noqa: E402
-from redpackets.services import packet_claim, packet_send  # noqa: E402
+from redpackets.services import _CLAIM_CONTEXT, packet_claim, packet_send  # noqa: E402
 from wallets.ledger import ledger_post  # noqa: E402
 from wallets.models import Account, AccountKind, TransactionKind  # noqa: E402
 from wallets.services import wallet_topup  # noqa: E402
@@ -78,17 +81,22 @@ def claim_naive(packet_id, user_id, wallet_id, escrow_id):
         )
 
 
+# The statements the service sends for one claim, in the same order, without Django.
 RAW_CLAIM = [
+    _CLAIM_CONTEXT.replace("%(packet)s", "%(packet)s::uuid"),
     (
         "UPDATE redpackets_share SET claimed_by_id = %(user)s, claimed_at = now(), claim_transaction_id = %(tx)s "
         "WHERE id = (SELECT id FROM redpackets_share WHERE packet_id = %(packet)s AND claimed_by_id IS NULL "
         "AND NOT refunded ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING amount"
     ),
     (
+        "UPDATE wallets_account SET balance = balance + %(amount)s "
+        "WHERE id = %(wallet)s AND kind = 'wallet' AND balance + %(amount)s >= 0 RETURNING balance"
+    ),
+    (
         "INSERT INTO wallets_ledgertransaction (id, kind, packet_id, memo, created_by_id, created_at) "
         "VALUES (%(tx)s, 'packet_claim', %(packet)s, '', %(user)s, now())"
     ),
-    "UPDATE wallets_account SET balance = balance + %(amount)s WHERE id = %(wallet)s RETURNING balance",
     (
         "INSERT INTO wallets_ledgerentry (transaction_id, account_id, amount, balance_after) "
         "VALUES (%(tx)s, %(wallet)s, %(amount)s, %(balance)s), (%(tx)s, %(escrow)s, -%(amount)s, NULL)"
@@ -100,23 +108,26 @@ def make_raw_claimer():
     dsn = settings.DATABASES["default"]
     conn = psycopg.connect(
         host=dsn["HOST"], port=dsn["PORT"] or 5432, user=dsn["USER"], password=dsn["PASSWORD"] or None,
-        dbname=dsn["NAME"], autocommit=False,
+        dbname=dsn["NAME"], autocommit=True,
     )
 
     def claim_raw(packet_id, user_id, wallet_id, escrow_id):
         params = {"user": user_id, "tx": uuid.uuid4(), "packet": packet_id, "wallet": wallet_id, "escrow": escrow_id}
         with conn.cursor() as cur:
             cur.execute(RAW_CLAIM[0], params)
-            row = cur.fetchone()
-            if row is None:
-                conn.rollback()
+            context = cur.fetchone()
+            if context is None or not context[4] or context[6] is not None:
                 raise PacketExhausted()
-            params["amount"] = row[0]
-            cur.execute(RAW_CLAIM[1], params)
-            cur.execute(RAW_CLAIM[2], params)
-            params["balance"] = cur.fetchone()[0]
-            cur.execute(RAW_CLAIM[3], params)
-        conn.commit()
+            with conn.transaction():
+                cur.execute(RAW_CLAIM[1], params)
+                row = cur.fetchone()
+                if row is None:
+                    raise PacketExhausted()
+                params["amount"] = row[0]
+                cur.execute(RAW_CLAIM[2], params)
+                params["balance"] = cur.fetchone()[0]
+                cur.execute(RAW_CLAIM[3], params)
+                cur.execute(RAW_CLAIM[4], params)
 
     return claim_raw
 
