@@ -31,7 +31,7 @@ api_v1 = [
     *endpoint("wallet/pin", wallet_apis.PinApi.as_view(), "wallet-pin"),
     *endpoint("wallet/topups", wallet_apis.TopupApi.as_view(), "wallet-topups"),
     *endpoint("wallet/transactions", wallet_apis.TransactionListApi.as_view(), "wallet-transactions"),
-    *endpoint("groups", packet_apis.GroupCreateApi.as_view(), "groups"),
+    *endpoint("groups", packet_apis.GroupsApi.as_view(), "groups"),
     *endpoint("groups/<uuid:group_id>", packet_apis.GroupDetailApi.as_view(), "group-detail"),
     *endpoint("groups/<uuid:group_id>/members", packet_apis.GroupMemberAddApi.as_view(), "group-members"),
     *endpoint("groups/<uuid:group_id>/packets", packet_apis.GroupPacketListApi.as_view(), "group-packets"),

@@ -80,7 +80,24 @@ class PacketOutputSerializer(serializers.Serializer):
     my_claim = MyClaimSerializer(allow_null=True)
 
 
-class GroupCreateApi(APIView):
+class GroupsApi(ListAPIView):
+    """The caller's groups (GET, newest first) and new groups (POST)."""
+
+    pagination_class = NewestFirstCursorPagination
+    serializer_class = GroupOutputSerializer
+
+    def get_queryset(self):
+        return selectors.groups_of_member(viewer=self.request.user)
+
+    @extend_schema(
+        operation_id="groups_list",
+        tags=["groups"],
+        description="The groups the caller is a member of, newest first.",
+        responses={200: GroupOutputSerializer(many=True), **schema.errors(schema.UNAUTHENTICATED)},
+    )
+    def get(self, request):
+        return super().get(request)
+
     @extend_schema_serializer(component_name="GroupCreate")
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
@@ -89,6 +106,7 @@ class GroupCreateApi(APIView):
     @extend_schema(
         operation_id="groups_create",
         tags=["groups"],
+        description="Create a group mirroring a chat group; the caller is its owner and a member.",
         request=InputSerializer,
         responses={201: GroupOutputSerializer, **schema.errors(schema.VALIDATION, schema.UNAUTHENTICATED)},
     )

@@ -14,13 +14,12 @@ from redpackets.models import ChatGroup, Packet, PacketKind, PacketStatus, Share
 from wallets.models import Account, AccountKind
 
 
+def groups_of_member(*, viewer: AbstractBaseUser) -> QuerySet[ChatGroup]:
+    return ChatGroup.objects.filter(memberships__user=viewer).select_related("owner").prefetch_related("members")
+
+
 def group_for_member(*, group_id: uuid.UUID, viewer: AbstractBaseUser) -> ChatGroup:
-    group = (
-        ChatGroup.objects.filter(id=group_id, memberships__user=viewer)
-        .select_related("owner")
-        .prefetch_related("members")
-        .first()
-    )
+    group = groups_of_member(viewer=viewer).filter(id=group_id).first()
     if group is None:
         raise NotFound("No such group.")
     return group

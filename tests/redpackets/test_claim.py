@@ -10,20 +10,13 @@ from django.utils import timezone
 
 from redpackets import allocation, services
 from redpackets.models import Share
+from tests.assertions import assert_error, integers_in
 from tests.factories import UserFactory, group_with_members, login
 from wallets.models import Account, AccountKind, LedgerEntry
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
-def assert_error(response, status, code):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "fields"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert body["error"]["fields"] == {}
 
 
 def balance(user) -> int:
@@ -38,16 +31,6 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def integers_in(value) -> list[int]:
-    if isinstance(value, bool):
-        return []
-    if isinstance(value, int):
-        return [value]
-    if isinstance(value, dict):
-        return [i for v in value.values() for i in integers_in(v)]
-    if isinstance(value, list):
-        return [i for v in value for i in integers_in(v)]
-    return []
 
 
 def claim(client, packet):

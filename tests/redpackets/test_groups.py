@@ -6,21 +6,12 @@ import pytest
 
 from redpackets.models import ChatGroup, GroupMembership
 from redpackets.services import packet_send
+from tests.assertions import assert_error
 from tests.factories import UserFactory, group_with_members, login
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
-def assert_error(response, status, code, fields=None):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "fields"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    if fields is not None:
-        assert set(body["error"]["fields"]) == set(fields)
-        assert all(isinstance(m, str) for messages in body["error"]["fields"].values() for m in messages)
 
 
 # --- creating -------------------------------------------------------------------------------
@@ -248,3 +239,21 @@ def test_a_non_member_cannot_list_the_groups_packets():
     response = login(outsider).get(f"/api/v1/groups/{group.id}/packets")
 
     assert_error(response, 404, "not_found")
+
+
+def test_a_member_lists_their_groups_newest_first_and_only_theirs():
+    # Given a user in two groups and a group they are not in
+    me, friend, stranger = UserFactory(), UserFactory(), UserFactory()
+    older = group_with_members(me, [friend], name="Older")
+    newer = group_with_members(friend, [me], name="Newer")
+    group_with_members(stranger, [friend], name="Not mine")
+
+    # When they list their groups
+    response = login(me).get("/api/v1/groups")
+
+    # Then they see exactly their two, newest first, in the list shape
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"results", "next"}
+    assert [g["id"] for g in body["results"]] == [str(newer.id), str(older.id)]
+    assert body["results"][0]["owner"] == friend.username

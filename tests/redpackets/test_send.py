@@ -9,6 +9,7 @@ from django.db.models import Sum
 from django.test import override_settings
 
 from redpackets.models import Packet, Share
+from tests.assertions import assert_error, integers_in
 from tests.factories import PIN, UserFactory, group_with_members, login
 from wallets.models import Account, AccountKind, LedgerEntry, LedgerTransaction, PaymentPin
 
@@ -21,17 +22,6 @@ PACKET_FIELDS = {
 }
 
 
-def assert_error(response, status, code, fields=None):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "fields"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    if fields is not None:
-        assert set(body["error"]["fields"]) == set(fields)
-        assert all(messages and all(isinstance(m, str) for m in messages)
-                   for messages in body["error"]["fields"].values())
 
 
 def balance(user) -> int:
@@ -171,16 +161,6 @@ def test_a_fixed_packet_may_state_its_matching_total(sender, group, sender_api):
     assert balance(sender) == 100_000 - 750
 
 
-def integers_in(value) -> list[int]:
-    if isinstance(value, bool):
-        return []
-    if isinstance(value, int):
-        return [value]
-    if isinstance(value, dict):
-        return [i for v in value.values() for i in integers_in(v)]
-    if isinstance(value, list):
-        return [i for v in value for i in integers_in(v)]
-    return []
 
 
 def test_the_sent_packet_never_reveals_its_share_amounts(group, sender_api):

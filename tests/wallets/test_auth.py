@@ -5,8 +5,8 @@ from django.contrib.auth import get_user_model
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
+from tests.assertions import assert_error
 from tests.factories import PASSWORD, UserFactory
-from tests.wallets.envelope import assert_error
 from wallets.models import Account, AccountKind
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,8 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
+from tests.assertions import assert_error
 from tests.factories import PASSWORD, UserFactory, group_with_members, login
-from tests.wallets.envelope import assert_error
 from wallets import apis as wallet_apis
 from wallets.models import Account, LedgerTransaction
 

@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from redpackets.services import packet_claim, packet_send
+from tests.assertions import assert_error
 from tests.factories import PASSWORD, UserFactory, group_with_members, login
-from tests.wallets.envelope import assert_error
 from wallets.models import Account, TransactionKind
 from wallets.services import wallet_adjust, wallet_topup
 

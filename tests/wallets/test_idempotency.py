@@ -9,9 +9,9 @@ from django.test import override_settings
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
+from tests.assertions import assert_error
 from tests.concurrency import run_concurrently
 from tests.factories import UserFactory, login
-from tests.wallets.envelope import assert_error
 from wallets import services
 from wallets.models import Account, IdempotencyRecord, LedgerTransaction, TransactionKind
 

@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from config.errors import InvalidPin, PinLocked, PinNotSet
 from redpackets.models import Packet
+from tests.assertions import assert_error
 from tests.concurrency import run_concurrently
 from tests.factories import PIN, UserFactory, group_with_members, login
-from tests.wallets.envelope import assert_error
 from wallets.models import Account, PaymentPin
 from wallets.services import pin_verify
 

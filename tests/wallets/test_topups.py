@@ -6,9 +6,9 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
+from tests.assertions import assert_error
 from tests.concurrency import run_concurrently
 from tests.factories import UserFactory
-from tests.wallets.envelope import assert_error
 from wallets.ledger import system_account
 from wallets.models import Account, LedgerEntry, LedgerTransaction, SystemAccount, TransactionKind
 from wallets.services import wallet_topup
