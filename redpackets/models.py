@@ -27,7 +27,7 @@ class ChatGroup(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        verbose_name = "group"
+        verbose_name = "chat group"
 
     def __str__(self) -> str:
         return self.name

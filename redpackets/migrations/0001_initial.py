@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
                 ('owner', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='owned_groups', to=settings.AUTH_USER_MODEL)),
             ],
             options={
-                'verbose_name': 'group',
+                'verbose_name': 'chat group',
             },
         ),
         migrations.CreateModel(
