@@ -6,18 +6,23 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
 
 from config.admin import ReadOnlyAdminMixin, ReadOnlyTabularInline
-from config.errors import ServiceError
+from config.errors import InsufficientFunds, ServiceError
 from wallets.models import Account, AccountKind, LedgerEntry, LedgerTransaction, PaymentPin, Wallet
 from wallets.selectors import ledger_reconcile
 from wallets.services import wallet_adjust
 
+# The admin's "View site" link pointed at "/", which this service answers with the
+# API's 404 envelope: operators have no site to view, so the link is left out.
+admin.site.site_url = None
+
 
 class EntryInline(ReadOnlyTabularInline):
     model = LedgerEntry
-    fields = ["transaction_link", "kind", "amount", "balance_after", "created_at"]
+    fields = ["transaction_link", "kind", "amount", "balance_after", "memo", "created_at"]
     readonly_fields = fields
     ordering = ["-id"]
 
@@ -30,9 +35,15 @@ class EntryInline(ReadOnlyTabularInline):
     def kind(self, entry):
         return entry.transaction.get_kind_display()
 
+    @admin.display(description="memo")
+    def memo(self, entry):
+        """The adjustment's reason, the topup's or refund's note: why the money moved."""
+        return entry.transaction.memo or self.get_empty_value_display()
+
     @admin.display(description="posted at")
     def created_at(self, entry):
-        return entry.transaction.created_at
+        # Formatted like the admin's own date fields (a callable's datetime would show raw).
+        return formats.localize(timezone.template_localtime(entry.transaction.created_at))
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("transaction")
@@ -89,8 +100,15 @@ class WalletAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 wallet_adjust(wallet=wallet, operator=request.user, **form.cleaned_data)
+            except InsufficientFunds:
+                # The service speaks to the wallet's owner ("Your balance is ..."); say it to the operator.
+                wallet.refresh_from_db(fields=["balance"])
+                amount = form.cleaned_data["amount"]
+                form.add_error(None, f"{wallet} holds {wallet.balance} {wallet.currency}: "
+                                     f"an adjustment of {amount:+d} would take it below zero.")
             except ServiceError as exc:
-                form.add_error(None, exc.message)
+                for field, field_messages in (exc.fields or {None: [exc.message]}).items():
+                    form.add_error(field if field in form.fields else None, field_messages)
             else:
                 self.message_user(request, f"Posted an adjustment of {form.cleaned_data['amount']:+d} to {wallet}.")
                 return HttpResponseRedirect(reverse("admin:wallets_wallet_change", args=[wallet.pk]))

@@ -1,0 +1,374 @@
+"""The operators' admin in a real browser: headless Chromium driven by Playwright.
+
+A superuser walks through what operators do: log in, find a wallet by username and
+read its ledger entries, post a balance adjustment with a reason, open a packet and
+read its claims, and run "expire now" on an active packet. Each step checks what
+the page shows and what the database holds, and saves a screenshot. The screenshots
+go to var/test-artifacts/admin/ by default, or to $ARTIFACTS_DIR/admin/ when
+ARTIFACTS_DIR is set. The directory is printed in the run's summary.
+
+The browser is Debian's Chromium (/usr/bin/chromium, or $CHROMIUM), so nothing is
+downloaded. Without it, or without the playwright package, the test is skipped,
+except in CI (CI=true), where it fails.
+"""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
+from django.db import connections
+from django.test import override_settings
+
+from redpackets.models import PacketKind, Share
+from redpackets.services import packet_claim, packet_send
+from tests.factories import PASSWORD, UserFactory, group_with_members
+from wallets.models import Account, AccountKind, LedgerEntry, LedgerTransaction, SystemAccount, TransactionKind
+from wallets.selectors import ledger_reconcile
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.slow]
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # the tests run as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # No calls home: on a closed network they are refused, and Chromium's own requests fail.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 15_000
+REASON = "Goodwill credit, ticket #1234"
+
+
+def _unavailable(reason: str):
+    if IN_CI:
+        pytest.fail(f"CI needs {reason}", pytrace=False)
+    pytest.skip(f"needs {reason}")
+
+
+@pytest.fixture
+def sync_playwright():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package (pip install -r requirements.txt)")
+    return sync_playwright
+
+
+@pytest.fixture
+def chromium() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        _unavailable(f"Chromium at {path} (apt-get install chromium, or set CHROMIUM)")
+    return path
+
+
+class _ArtifactsSummary:
+    """A plugin registered by the test: it prints where the screenshots are, at the end of the run."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def pytest_terminal_summary(self, terminalreporter):
+        terminalreporter.write_sep("-", "admin browser test screenshots")
+        terminalreporter.write_line(str(self.directory))
+
+
+@pytest.fixture
+def artifacts(request) -> Path:
+    root = Path(os.environ.get("ARTIFACTS_DIR") or settings.VAR_DIR / "test-artifacts")
+    directory = (root / "admin").resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in [*directory.glob("[0-9][0-9]-*.png"), directory / "failure.png"]:  # this test's, from an earlier run
+        old.unlink(missing_ok=True)
+    plugins = request.config.pluginmanager
+    if not plugins.has_plugin("admin-browser-artifacts"):
+        plugins.register(_ArtifactsSummary(directory), "admin-browser-artifacts")
+    return directory
+
+
+def balance_of(user) -> int:
+    return Account.objects.get(user=user, kind=AccountKind.WALLET).balance
+
+
+def changelist_rows(page) -> list[list[str]]:
+    """The text of the change list's cells, row by row, after the checkbox."""
+    return page.eval_on_selector_all(
+        "#result_list tbody tr",
+        "rows => rows.map(row => [...row.querySelectorAll('th, td:not(.action-checkbox)')].map(c => c.innerText.trim()))",
+    )
+
+
+def column(page, selector: str, name: str) -> list[str]:
+    """One column of a tabular inline by its field's CSS class (td.field-<name>)."""
+    return [text.strip() for text in page.locator(f"{selector} tbody td.field-{name}").all_inner_texts()]
+
+
+ENTRY_FIELDS = ["transaction_link", "kind", "amount", "balance_after", "memo"]
+
+
+def newest_entry(page) -> list[str]:
+    """The top row of the wallet's ledger entries, without its time."""
+    return [column(page, "#entries-group", name)[0] for name in ENTRY_FIELDS]
+
+
+def test_an_operator_adjusts_a_wallet_and_expires_a_packet_in_the_admin(
+    sync_playwright, chromium, live_server, artifacts, monkeypatch
+):
+    # Playwright's sync API runs its asyncio loop in a greenlet of this thread, so
+    # Django sees a running event loop here and refuses ORM calls with
+    # SynchronousOnlyOperation. This test reads the database between browser steps
+    # to check each one, and nothing runs at the same time as those reads: the loop
+    # only turns while this thread waits inside a Playwright call. So the guard is
+    # turned off for this test only. The live server answers the browser from its
+    # own thread, which has no event loop and keeps the guard.
+    # (Doing the ORM work outside Playwright's block instead would mean starting the
+    # browser again for every check.)
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+    # Given alice with 10000, a group, a fixed packet of 3 x 1000 that bob and carol
+    # claimed, and a random packet of 500 that nobody has claimed
+    User = get_user_model()
+    root = User.objects.create_superuser("root", "root@example.com", PASSWORD)
+    alice = UserFactory(username="alice", balance=10_000)
+    UserFactory(username="alicia", balance=700)  # a near miss for the search
+    bob, carol, dave = (UserFactory(username=name, pin=None) for name in ("bob", "carol", "dave"))
+    group = group_with_members(alice, [bob, carol, dave], name="Family")
+    with override_settings(REDPACKET_TTL_SECONDS=3600):
+        claimed = packet_send(sender=alice, group_id=group.id, kind=PacketKind.FIXED, share_count=3, share_amount=1_000,
+                              greeting="Happy new year")
+        untouched = packet_send(sender=alice, group_id=group.id, kind=PacketKind.RANDOM, share_count=2, total_amount=500)
+    bob_claim = packet_claim(packet_id=claimed.id, user=bob)
+    carol_claim = packet_claim(packet_id=claimed.id, user=carol)
+    wallet = Account.objects.get(user=alice, kind=AccountKind.WALLET)
+    assert wallet.balance == 10_000 - 3_000 - 500
+
+    base = live_server.url
+    problems: list[str] = []  # failed requests, HTTP errors and script errors, from every page
+    steps = iter(range(1, 100))
+
+    def shot(name: str) -> None:
+        page.screenshot(path=artifacts / f"{next(steps):02d}-{name}.png", full_page=True)
+
+    def watch(response) -> None:
+        if response.status >= 400 and not response.url.endswith("/favicon.ico"):
+            problems.append(f"HTTP {response.status} {response.url}")
+
+    def console(message) -> None:
+        # A failed load is echoed here without its address; watch() has it with the address.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            problems.append(f"console: {message.text}")
+
+    def arrive(path: str) -> None:
+        """Wait for the page at `path`; the admin may add a query (?_changelist_filters=...) to it."""
+        page.wait_for_url(re.compile(re.escape(f"{base}{path}") + r"(\?.*)?$"))
+
+    def wallet_entries() -> list[LedgerEntry]:
+        return list(LedgerEntry.objects.filter(account=wallet).select_related("transaction").order_by("-id"))
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = None
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("response", watch)
+            page.on("requestfailed", lambda request: problems.append(f"failed {request.url}: {request.failure}"))
+            page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+            page.on("console", console)
+
+            # --- 1. The superuser logs in
+            page.goto(f"{base}/admin/")
+            page.wait_for_url(re.compile(r"/admin/login/"))
+            page.fill("#id_username", "root")
+            page.fill("#id_password", PASSWORD)
+            shot("login")
+            page.click("input[type=submit]")
+            arrive("/admin/")
+
+            assert page.locator("#user-tools").inner_text().upper().startswith("WELCOME, ROOT")
+            assert "View site" not in page.locator("#user-tools").inner_text()  # it led to the API's 404
+            # The admin's stylesheets were served (by live_server's static files handler) and applied.
+            header = page.eval_on_selector("#header", "el => getComputedStyle(el).backgroundColor")
+            assert header not in ("rgba(0, 0, 0, 0)", "transparent"), header
+            sheets = page.evaluate("[...document.styleSheets].map(s => s.href).filter(Boolean)")
+            assert any(href.endswith("/static/admin/css/base.css") for href in sheets), sheets
+            root.refresh_from_db()
+            assert root.last_login is not None
+            assert Session.objects.count() == 1
+            shot("dashboard")
+
+            # --- 2. They search wallets for alice and open hers
+            page.click("#content-main tr.model-wallet th a")
+            arrive("/admin/wallets/wallet/")
+            page.fill("#searchbar", "alice")
+            page.press("#searchbar", "Enter")
+            page.wait_for_url(re.compile(r"/admin/wallets/wallet/\?q=alice$"))
+
+            (row,) = changelist_rows(page)
+            assert row[:3] == ["alice", "6500", "CNY"]
+            assert page.locator(".paginator").inner_text().strip() == "1 wallet"
+            assert not page.locator("#result_list a:text-is('alicia')").count()
+            shot("wallet-search")
+
+            page.click("#result_list a:text-is('alice')")
+            arrive(f"/admin/wallets/wallet/{wallet.pk}/change/")
+
+            # It shows her balance and every entry of her wallet, newest first, as in the ledger.
+            entries = wallet_entries()
+            assert [e.amount for e in entries] == [-500, -3_000, 10_000]
+            assert page.locator(".field-balance .readonly").inner_text().strip() == "6500"
+            assert column(page, "#entries-group", "transaction_link") == [str(e.transaction_id) for e in entries]
+            assert column(page, "#entries-group", "kind") == ["Packet sent", "Packet sent", "Topup"]
+            assert column(page, "#entries-group", "amount") == ["-500", "-3000", "10000"]
+            assert column(page, "#entries-group", "balance_after") == ["6500", "7000", "10000"]
+            assert column(page, "#entries-group", "memo") == ["-", "-", "Sandbox topup"]
+            assert all(re.match(r"\w{3}\.? \d+, \d{4}, ", t) for t in column(page, "#entries-group", "created_at"))
+            shot("wallet-entries")
+
+            # --- 3. They adjust her balance: first too much out, then a credit
+            page.click(".object-tools a:text-is('Adjust balance')")
+            arrive(f"/admin/wallets/wallet/{wallet.pk}/adjust/")
+            assert "Wallet of alice: balance 6500 CNY." in page.locator("#content").inner_text()
+            page.fill("#id_amount", "-7000")
+            page.fill("#id_reason", "Reverse a duplicate topup")
+            with page.expect_navigation():  # the form comes back, at the same address
+                page.click("input[type=submit][value='Post adjustment']")
+
+            assert page.url == f"{base}/admin/wallets/wallet/{wallet.pk}/adjust/"
+            refusal = page.locator("#content ul.errorlist").inner_text()
+            assert refusal == "Wallet of alice holds 6500 CNY: an adjustment of -7000 would take it below zero."
+            assert balance_of(alice) == 6_500
+            assert not LedgerTransaction.objects.filter(kind=TransactionKind.ADJUSTMENT).exists()
+            shot("adjust-refused")
+
+            page.fill("#id_amount", "250")
+            page.fill("#id_reason", REASON)
+            shot("adjust-form")
+            page.click("input[type=submit][value='Post adjustment']")
+            arrive(f"/admin/wallets/wallet/{wallet.pk}/change/")
+
+            # The database has one balanced adjustment with the reason and the operator...
+            adjustment = LedgerTransaction.objects.get(kind=TransactionKind.ADJUSTMENT)
+            assert (adjustment.memo, adjustment.created_by_id) == (REASON, root.pk)
+            legs = dict(adjustment.entries.values_list("account__code", "amount"))
+            assert legs == {"": 250, SystemAccount.ADJUSTMENTS: -250}
+            assert balance_of(alice) == 6_750
+            entries = wallet_entries()
+            assert (entries[0].transaction_id, entries[0].amount, entries[0].balance_after) == (adjustment.id, 250, 6_750)
+            # ...and the wallet page says so: the message, the new balance, the entry on top.
+            assert page.locator("ul.messagelist li").inner_text() == "Posted an adjustment of +250 to Wallet of alice."
+            assert page.locator(".field-balance .readonly").inner_text().strip() == "6750"
+            assert newest_entry(page) == [str(adjustment.id), "Adjustment", "250", "6750", REASON]
+            assert len(column(page, "#entries-group", "amount")) == 4
+            shot("adjusted")
+
+            # --- 4. They find alice's packets and open the one bob and carol claimed
+            page.click("#nav-sidebar tr.model-packet th a")
+            arrive("/admin/redpackets/packet/")
+            page.fill("#searchbar", "alice")
+            page.press("#searchbar", "Enter")
+            page.wait_for_url(re.compile(r"/admin/redpackets/packet/\?q=alice$"))
+            assert sorted(page.locator("#result_list th.field-id a").all_inner_texts()) == sorted(
+                [str(claimed.id), str(untouched.id)]
+            )
+            assert page.locator(f"#result_list tr:has(a:text-is('{claimed.id}')) td.field-status").inner_text() == "active"
+            page.click(f"#result_list a:text-is('{claimed.id}')")
+            arrive(f"/admin/redpackets/packet/{claimed.id}/change/")
+
+            shares = list(Share.objects.filter(packet=claimed).select_related("claimed_by").order_by("seq"))
+            assert [s.claimed_by.username if s.claimed_by else None for s in shares] == ["bob", "carol", None]
+            assert [s.amount for s in shares[:2]] == [bob_claim.amount, carol_claim.amount]
+            assert column(page, "#shares-group", "seq") == ["0", "1", "2"]
+            assert column(page, "#shares-group", "amount") == ["1000", "1000", "1000"]
+            assert column(page, "#shares-group", "claimed_by") == ["bob", "carol", "-"]
+            assert column(page, "#shares-group", "claim_transaction")[:2] == [
+                f"Packet claimed {s.claim_transaction_id}" for s in shares[:2]
+            ]
+            assert page.locator(".field-status .readonly").inner_text().strip() == "active"
+            assert page.locator(".field-settled_at .readonly").inner_text().strip() == "-"
+            shot("packet-claims")
+
+            # --- 5. They expire it now, from the packet list
+            page.click(".breadcrumbs a:text-is('Packets')")
+            arrive("/admin/redpackets/packet/")
+            page.check(f"input.action-select[value='{claimed.id}']")
+            page.select_option("select[name=action]", "expire_now")
+            shot("expire-now-selected")
+            with page.expect_navigation():  # the action redirects back to the list
+                page.click("button[name=index]")
+
+            # The database: the free share went back to alice in one refund; the other packet is untouched.
+            claimed.refresh_from_db()
+            untouched.refresh_from_db()
+            assert claimed.settled_at is not None
+            assert claimed.refunded_amount == 1_000
+            assert [s.refunded for s in Share.objects.filter(packet=claimed).order_by("seq")] == [False, False, True]
+            refund = LedgerTransaction.objects.get(kind=TransactionKind.PACKET_REFUND)
+            assert refund.packet_id == claimed.id
+            assert balance_of(alice) == 7_750
+            assert untouched.settled_at is None
+            assert not Share.objects.filter(packet=untouched, refunded=True).exists()
+            # The page: the message, and each packet's status.
+            assert page.locator("ul.messagelist li").inner_text() == "Expired 1 packet(s); 0 were settled already."
+            status_of = {
+                packet.id: page.locator(f"#result_list tr:has(a:text-is('{packet.id}')) td.field-status").inner_text()
+                for packet in (claimed, untouched)
+            }
+            assert status_of == {claimed.id: "expired", untouched.id: "active"}
+            shot("expired")
+
+            page.click(f"#result_list a:text-is('{claimed.id}')")
+            arrive(f"/admin/redpackets/packet/{claimed.id}/change/")
+            assert page.locator(".field-status .readonly").inner_text().strip() == "expired"
+            assert page.locator(".field-settled_at .readonly").inner_text().strip() != "-"
+            assert page.locator(".field-refunded_amount .readonly").inner_text().strip() == "1000"
+            refunded_icons = page.locator("#shares-group td.field-refunded img").evaluate_all(
+                "imgs => imgs.map(img => img.getAttribute('alt'))"
+            )
+            assert refunded_icons == ["False", "False", "True"]
+            shot("expired-packet")
+
+            # --- 6. Alice's wallet shows the refund
+            page.click("#nav-sidebar tr.model-wallet th a")
+            arrive("/admin/wallets/wallet/")
+            page.fill("#searchbar", "alice")
+            page.press("#searchbar", "Enter")
+            page.wait_for_url(re.compile(r"\?q=alice$"))
+            page.click("#result_list a:text-is('alice')")
+            arrive(f"/admin/wallets/wallet/{wallet.pk}/change/")
+
+            entries = wallet_entries()
+            assert (entries[0].transaction_id, entries[0].amount, entries[0].balance_after) == (refund.id, 1_000, 7_750)
+            assert page.locator(".field-balance .readonly").inner_text().strip() == "7750"
+            assert newest_entry(page) == [str(refund.id), "Packet refunded", "1000", "7750", "1 unclaimed shares"]
+            kinds = ["Packet refunded", "Adjustment", "Packet sent", "Packet sent", "Topup"]
+            assert column(page, "#entries-group", "kind") == kinds
+            shot("refund-entry")
+
+            assert ledger_reconcile().ok
+            assert not problems, problems
+        except BaseException as failure:
+            if problems:
+                failure.add_note(f"Seen in the browser: {problems}")
+            if page is not None and not page.is_closed():
+                try:
+                    page.screenshot(path=artifacts / "failure.png", full_page=True)
+                    failure.add_note(f"Screenshot of the page: {artifacts / 'failure.png'}")
+                except Exception as exc:  # the test's own failure matters more
+                    failure.add_note(f"No failure screenshot: {exc}")
+            raise
+        finally:
+            browser.close()
+            # With a loop running, Django keeps this thread's connections apart from
+            # the ones it had before (asgiref's Local stores them in a context
+            # variable then), so the checks above opened a second connection. Close
+            # it here, or it stays open and the test database cannot be dropped.
+            connections.close_all()
