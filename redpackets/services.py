@@ -210,7 +210,9 @@ _CLAIM_CONTEXT = f"""
                    WHERE m.group_id = p.group_id AND m.user_id = %(user)s) AS is_member,
            (SELECT a.id FROM {Account._meta.db_table} a
              WHERE a.user_id = %(user)s AND a.kind = '{AccountKind.WALLET}') AS wallet_id,
-           s.amount AS my_amount, s.claimed_at AS my_claimed_at
+           s.amount AS my_amount, s.claimed_at AS my_claimed_at, p.settled_at,
+           EXISTS (SELECT 1 FROM {_SHARE_TABLE} f
+                   WHERE f.packet_id = p.id AND f.claimed_by_id IS NULL AND NOT f.refunded) AS has_free_share
     FROM {Packet._meta.db_table} p
     LEFT JOIN {_SHARE_TABLE} s ON s.packet_id = p.id AND s.claimed_by_id = %(user)s
     WHERE p.id = %(packet)s
@@ -227,6 +229,8 @@ class _ClaimContext:
     wallet_id: int | None
     my_amount: int | None
     my_claimed_at: datetime | None
+    settled_at: datetime | None
+    has_free_share: bool
 
     def __post_init__(self):
         # SQLite hands back text and naive datetimes; PostgreSQL typed values.
@@ -261,6 +265,13 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult
         raise PacketExpired()
     if packet.recipient_id is not None and packet.recipient_id != user.pk:
         raise NotRecipient()
+    if not packet.has_free_share:
+        # Every share was claimed or refunded, and committed, when the read above ran (a
+        # claim still in flight leaves its share free to this read), and a share never
+        # becomes free again (trigger share_settled_is_final): the answer the claim
+        # transaction would reach, without taking and releasing row locks for it. Most
+        # claimers of a hot packet end here.
+        raise PacketExpired() if packet.settled_at is not None else PacketExhausted()
     wallet_id = packet.wallet_id or wallet_get_or_create(user=user).id
 
     transaction_id = uuid.uuid4()
@@ -352,7 +363,7 @@ def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int |
                 wallet_legs={sender_wallet.id: amount},
                 system_legs={packet.escrow_account_id: -amount},
                 packet_id=packet.id,
-                memo=f"{len(refunded)} unclaimed shares",
+                memo=f"{len(refunded)} unclaimed share{'' if len(refunded) == 1 else 's'}",
             )
         Packet.objects.filter(id=packet.id).update(settled_at=now, refunded_amount=amount)
         return amount

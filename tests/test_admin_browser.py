@@ -348,7 +348,7 @@ def test_an_operator_adjusts_a_wallet_and_expires_a_packet_in_the_admin(
             entries = wallet_entries()
             assert (entries[0].transaction_id, entries[0].amount, entries[0].balance_after) == (refund.id, 1_000, 7_750)
             assert page.locator(".field-balance .readonly").inner_text().strip() == "7750"
-            assert newest_entry(page) == [str(refund.id), "Packet refunded", "1000", "7750", "1 unclaimed shares"]
+            assert newest_entry(page) == [str(refund.id), "Packet refunded", "1000", "7750", "1 unclaimed share"]
             kinds = ["Packet refunded", "Adjustment", "Packet sent", "Packet sent", "Topup"]
             assert column(page, "#entries-group", "kind") == kinds
             shot("refund-entry")
