@@ -109,7 +109,16 @@ _broker = os.environ.get("CELERY_BROKER_URL", "")
 if not CACHE_URL and _broker.startswith(("redis://", "rediss://")):
     CACHE_URL = _broker
 if CACHE_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            # A hung or unreachable Redis costs a request at most these timeouts
+            # (redis-py's default is 5 s each); the throttle then fails open
+            # (config/throttling.py), so the API keeps answering without it.
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -147,7 +156,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"] if API_THROTTLE else [],
+    # Fails open (logs and allows) while the cache that holds the counters is unreachable.
+    "DEFAULT_THROTTLE_CLASSES": ["config.throttling.FailOpenScopedRateThrottle"] if API_THROTTLE else [],
     "DEFAULT_THROTTLE_RATES": {
         # Per client address for the anonymous auth endpoints, per user elsewhere.
         "auth": os.environ.get("THROTTLE_AUTH_RATE", "120/min"),

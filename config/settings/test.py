@@ -9,8 +9,10 @@ from config.settings.base import *  # noqa: F403
 # PBKDF2 at full strength costs ~0.3 s per password or PIN; tests create hundreds.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 SANDBOX_TOPUPS = True
-# Throttle counters per test process, so no run inherits another's.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Throttle counters per test process, so no run inherits another's; a process
+# given CACHE_URL explicitly (the fault drills' servers) uses that Redis instead.
+if not os.environ.get("CACHE_URL"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 
 def _reachable(host: str, port: int) -> bool:
