@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test bench load clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(BIN)/.installed
 ## Claims-per-second benchmark on PostgreSQL; writes docs/performance.md.
 bench: $(BIN)/.installed
 	$(BIN)/python bench/claims.py
+
+## Load test of the whole stack (gunicorn, PostgreSQL, Redis, Celery) under locust; writes docs/performance.md.
+load: $(BIN)/.installed
+	$(BIN)/python bench/load/run.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -116,7 +116,7 @@ def make_raw_claimer():
         with conn.cursor() as cur:
             cur.execute(RAW_CLAIM[0], params)
             context = cur.fetchone()
-            if context is None or not context[4] or context[6] is not None:
+            if context is None or not context[4] or context[6] is not None or not context[9]:
                 raise PacketExhausted()
             with conn.transaction():
                 cur.execute(RAW_CLAIM[1], params)
