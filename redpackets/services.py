@@ -271,7 +271,7 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult
         # becomes free again (trigger share_settled_is_final): the answer the claim
         # transaction would reach, without taking and releasing row locks for it. Most
         # claimers of a hot packet end here.
-        raise PacketExpired() if packet.settled_at is not None else PacketExhausted()
+        raise _no_free_share(settled=packet.settled_at is not None)
     wallet_id = packet.wallet_id or wallet_get_or_create(user=user).id
 
     transaction_id = uuid.uuid4()
@@ -292,7 +292,9 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult
                         previous = _claim_of(packet.id, user)
                         if previous is not None:
                             return previous
-                        raise _no_free_share(packet.id)
+                        raise _no_free_share(
+                            settled=Packet.objects.filter(id=packet.id, settled_at__isnull=False).exists()
+                        )
                     (amount,) = row
                     ledger_post(
                         kind=TransactionKind.PACKET_CLAIM,
@@ -321,9 +323,8 @@ def _claim_of(packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult | Non
     return ClaimResult(packet_id=packet_id, amount=share["amount"], claimed_at=share["claimed_at"], created=False)
 
 
-def _no_free_share(packet_id: uuid.UUID) -> Exception:
+def _no_free_share(*, settled: bool) -> Exception:
     """No free share: the expiry refund took the rest, or every share is claimed."""
-    settled = Packet.objects.filter(id=packet_id, settled_at__isnull=False).exists()
     return PacketExpired() if settled else PacketExhausted()
 
 
