@@ -5,6 +5,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_seri
 from rest_framework import serializers
 
 from config.errors import ServiceError
+from wallets.idempotency import MAX_KEY_LENGTH
 
 
 class KnoxBearerScheme(OpenApiAuthenticationExtension):
@@ -49,11 +50,15 @@ def errors(*cases: tuple[int, str] | type[ServiceError]) -> dict[int, OpenApiRes
 
 VALIDATION = (400, "validation_error")
 UNAUTHENTICATED = (401, "not_authenticated")
+NOT_FOUND = (404, "not_found")
 THROTTLED = (429, "throttled")
+# A paginated list: a bad page_size is a validation error, an unknown or forged cursor 404.
+LIST_ERRORS = (VALIDATION, UNAUTHENTICATED, NOT_FOUND)
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    # What wallets.idempotency accepts; a blank or longer key is 400 validation_error.
+    {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": r"[^ \t]"},
     OpenApiParameter.HEADER,
     required=False,
     description=(

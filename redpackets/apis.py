@@ -1,5 +1,7 @@
 """Thin REST endpoints: groups, sending, viewing and claiming packets."""
 
+from django.conf import settings
+from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, status
@@ -20,11 +22,11 @@ from config.errors import (
     PinLocked,
     PinNotSet,
 )
-from config.fields import StrictIntegerField
+from config.fields import StrictCharField, StrictIntegerField, StrictUUIDField
 from config.pagination import NewestFirstCursorPagination
 from redpackets import selectors, services
 from redpackets.models import PacketKind, PacketStatus
-from wallets.idempotency import run_idempotent
+from wallets.idempotency import idempotency_key, run_idempotent
 from wallets.services import pin_verify
 
 
@@ -93,15 +95,18 @@ class GroupsApi(ListAPIView):
         operation_id="groups_list",
         tags=["groups"],
         description="The groups the caller is a member of, newest first.",
-        responses={200: GroupOutputSerializer(many=True), **schema.errors(schema.UNAUTHENTICATED)},
+        responses={200: GroupOutputSerializer(many=True), **schema.errors(*schema.LIST_ERRORS)},
     )
     def get(self, request):
         return super().get(request)
 
     @extend_schema_serializer(component_name="GroupCreate")
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=100)
-        members = serializers.ListField(child=serializers.CharField(max_length=150), max_length=500, default=list)
+        # Not all blanks. The set is spelled out: Python's \s and the published pattern's ECMA-262 \s differ.
+        name = StrictCharField(
+            max_length=100, validators=[RegexValidator(r"[^\t\n\v\f\r ]", "A name needs more than blanks.")]
+        )
+        members = serializers.ListField(child=StrictCharField(max_length=150), max_length=500, default=list)
 
     @extend_schema(
         operation_id="groups_create",
@@ -134,7 +139,7 @@ class GroupDetailApi(APIView):
 class GroupMemberAddApi(APIView):
     @extend_schema_serializer(component_name="GroupMemberAdd")
     class InputSerializer(serializers.Serializer):
-        username = serializers.CharField(max_length=150)
+        username = StrictCharField(max_length=150)
 
     @extend_schema(
         operation_id="groups_members_add",
@@ -174,7 +179,7 @@ class GroupPacketListApi(PacketViewsMixin, ListAPIView):
         operation_id="groups_packets_list",
         tags=["groups"],
         description="The group's packets, newest first (members only).",
-        responses={200: PacketOutputSerializer(many=True), **schema.errors(schema.UNAUTHENTICATED, NotFound)},
+        responses={200: PacketOutputSerializer(many=True), **schema.errors(*schema.LIST_ERRORS)},
     )
     def get(self, request, group_id):
         return super().get(request, group_id)
@@ -185,17 +190,39 @@ class PacketSendApi(APIView):
 
     @extend_schema_serializer(component_name="PacketSend")
     class InputSerializer(serializers.Serializer):
-        group = serializers.UUIDField()
+        group = StrictUUIDField()
         kind = serializers.ChoiceField(choices=PacketKind.choices)
         share_count = StrictIntegerField(min_value=1)
-        total_amount = StrictIntegerField(min_value=1, required=False, help_text="Random packets: the whole amount.")
-        share_amount = StrictIntegerField(min_value=1, required=False, help_text="Fixed packets: each share's amount.")
-        greeting = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-        recipient = serializers.CharField(
+        total_amount = StrictIntegerField(min_value=1, required=False)
+        share_amount = StrictIntegerField(min_value=1, required=False)
+        greeting = StrictCharField(max_length=100, required=False, allow_blank=True, default="")
+        recipient = StrictCharField(
             max_length=150, required=False, allow_null=True, default=None,
             help_text="Username: an exclusive packet for one member (share_count must be 1).",
         )
-        pin = serializers.CharField(max_length=64, required=False, help_text="The sender's 6-digit payment PIN.")
+        # Required, as in the contract; any string is a try, so a malformed PIN counts as a wrong one.
+        pin = StrictCharField(max_length=64, help_text="The sender's 6-digit payment PIN.")
+
+        def get_fields(self):
+            # The limits are settings, read per request: the checks here and the schema's maxima follow them.
+            fields = super().get_fields()
+            shares, cap = settings.REDPACKET_MAX_SHARES, settings.REDPACKET_MAX_SHARE
+            fields["share_count"] = StrictIntegerField(
+                min_value=1, max_value=shares,
+                help_text=f"1 to the group's member count, and at most {shares} (REDPACKET_MAX_SHARES).",
+            )
+            fields["total_amount"] = StrictIntegerField(
+                min_value=1, max_value=shares * cap, required=False,
+                help_text=(
+                    f"Random packets: the whole amount, share_count to share_count × {cap} (REDPACKET_MAX_SHARE). "
+                    "A fixed packet may repeat it as share_amount × share_count."
+                ),
+            )
+            fields["share_amount"] = StrictIntegerField(
+                min_value=1, max_value=cap, required=False,
+                help_text=f"Fixed packets only: each share's amount, 1 to {cap} (REDPACKET_MAX_SHARE).",
+            )
+            return fields
 
         def validate(self, attrs):
             if attrs["kind"] == PacketKind.RANDOM:
@@ -230,7 +257,8 @@ class PacketSendApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        pin_verify(user=request.user, pin=data.pop("pin", None))
+        idempotency_key(request)  # a malformed key is refused before the PIN try is counted
+        pin_verify(user=request.user, pin=data.pop("pin"))
 
         def execute():
             packet = services.packet_send(

@@ -14,11 +14,16 @@ from rest_framework.views import APIView
 
 from config import schema
 from config.errors import BadCredentials, IdempotencyConflict, InvalidPin, PermissionDenied, PinLocked
-from config.fields import PinField, StrictIntegerField
+from config.fields import PinField, StrictCharField, StrictIntegerField
 from config.pagination import LedgerCursorPagination
 from wallets import selectors, services
 from wallets.idempotency import run_idempotent
 from wallets.models import TransactionKind
+
+
+def _password_min_length() -> int:
+    validators = password_validation.get_default_password_validators()
+    return max((getattr(v, "min_length", 0) for v in validators), default=0)
 
 
 class RegisterApi(APIView):
@@ -28,11 +33,26 @@ class RegisterApi(APIView):
 
     @extend_schema_serializer(component_name="Register")
     class InputSerializer(serializers.Serializer):
-        username = serializers.CharField(
+        username = StrictCharField(
             max_length=150,
-            validators=[django_validators.RegexValidator(r"^[\w.@+-]+\Z", "Use letters, digits and @ . + - _ only.")],
+            # Spelled out, not \w: Python's \w takes any Unicode letter (lookalike names of other
+            # users), the published pattern's ECMA-262 \w only ASCII ones.
+            validators=[
+                django_validators.RegexValidator(r"^[A-Za-z0-9_.@+-]+\Z", "Use ASCII letters, digits and @ . + - _ only.")
+            ],
         )
-        password = serializers.CharField(max_length=128, write_only=True, style={"input_type": "password"})
+        password = StrictCharField(max_length=128, write_only=True, style={"input_type": "password"})
+
+        def get_fields(self):
+            # The schema states the password validators' minimum length, read when it is built.
+            fields = super().get_fields()
+            minimum = _password_min_length()
+            if minimum:
+                fields["password"] = StrictCharField(
+                    min_length=minimum, max_length=128, write_only=True, style={"input_type": "password"},
+                    error_messages={"min_length": f"This password is too short. It must contain at least {minimum} characters."},
+                )
+            return fields
 
         def validate_password(self, value):
             try:
@@ -67,8 +87,8 @@ class TokenApi(APIView):
 
     @extend_schema_serializer(component_name="TokenCredentials")
     class InputSerializer(serializers.Serializer):
-        username = serializers.CharField(max_length=150)
-        password = serializers.CharField(max_length=128, write_only=True, style={"input_type": "password"})
+        username = StrictCharField(max_length=150)
+        password = StrictCharField(max_length=128, write_only=True, style={"input_type": "password"})
 
     @extend_schema_serializer(component_name="Token")
     class OutputSerializer(serializers.Serializer):
@@ -160,10 +180,15 @@ class TopupApi(APIView):
     class InputSerializer(serializers.Serializer):
         amount = StrictIntegerField(min_value=1, help_text="Minor units; at most SANDBOX_TOPUP_MAX.")
 
-        def validate_amount(self, value):
-            if value > settings.SANDBOX_TOPUP_MAX:
-                raise serializers.ValidationError(f"A sandbox topup is at most {settings.SANDBOX_TOPUP_MAX}.")
-            return value
+        def get_fields(self):
+            # SANDBOX_TOPUP_MAX is read per request, so the limit (and the schema's maximum) follow the setting.
+            fields = super().get_fields()
+            limit = settings.SANDBOX_TOPUP_MAX
+            fields["amount"] = StrictIntegerField(
+                min_value=1, max_value=limit, help_text=f"Minor units; at most {limit} (SANDBOX_TOPUP_MAX).",
+                error_messages={"max_value": f"A sandbox topup is at most {limit}."},
+            )
+            return fields
 
     @extend_schema_serializer(component_name="TopupResult")
     class OutputSerializer(serializers.Serializer):
@@ -217,7 +242,7 @@ class TransactionListApi(ListAPIView):
         operation_id="wallet_transactions_list",
         tags=["wallet"],
         description="The caller's ledger entries, newest first.",
-        responses={200: OutputSerializer(many=True), **schema.errors(schema.UNAUTHENTICATED)},
+        responses={200: OutputSerializer(many=True), **schema.errors(*schema.LIST_ERRORS)},
     )
     def get(self, request):
         return super().get(request)

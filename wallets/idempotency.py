@@ -20,6 +20,7 @@ from wallets.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+_OWS = " \t"
 
 
 def request_fingerprint(request: Request) -> str:
@@ -29,15 +30,27 @@ def request_fingerprint(request: Request) -> str:
     return salted_hmac("idempotency-fingerprint", message, algorithm="sha256").hexdigest()
 
 
+def idempotency_key(request: Request) -> str | None:
+    """The request's key, or None without one; a blank or too long key is a validation error.
+
+    Views that check anything with side effects first (the PIN's try count) call this before.
+    """
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    # The length as sent, as the schema's maxLength says. Spaces and tabs around a header value
+    # are not part of it (HTTP's OWS); no other character is stripped, as the schema's pattern says.
+    if len(key) > MAX_KEY_LENGTH or not key.strip(_OWS):
+        raise ValidationFailed.on(HEADER, f"An {HEADER} is 1 to {MAX_KEY_LENGTH} characters.")
+    return key.strip(_OWS)
+
+
 def run_idempotent(request: Request, execute: Callable[[], tuple[int, dict]]) -> tuple[int, dict]:
     """Run `execute` (which returns status and body) at most once per user and key."""
-    key = request.headers.get(HEADER)
+    key = idempotency_key(request)
     if key is None:
         with transaction.atomic():
             return execute()
-    key = key.strip()
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise ValidationFailed.on(HEADER, f"An {HEADER} is 1 to {MAX_KEY_LENGTH} characters.")
     fingerprint = request_fingerprint(request)
     with transaction.atomic():
         try:
