@@ -27,7 +27,7 @@ from config.pagination import NewestFirstCursorPagination
 from redpackets import selectors, services
 from redpackets.models import PacketKind, PacketStatus
 from wallets.idempotency import idempotency_key, run_idempotent
-from wallets.services import pin_verify
+from wallets.services import pin_require_set, pin_verify
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -243,6 +243,11 @@ class PacketSendApi(APIView):
     @extend_schema(
         operation_id="packets_create",
         tags=["packets"],
+        description=(
+            "Fund a packet for a group: the total leaves the sender's wallet at once. "
+            "A sender who has not set a payment PIN gets 403 `pin_not_set` before the body is checked; "
+            "a wrong PIN counts towards the lock (5 within 15 minutes)."
+        ),
         parameters=[schema.IDEMPOTENCY_KEY],
         request=InputSerializer,
         responses={
@@ -254,6 +259,7 @@ class PacketSendApi(APIView):
         },
     )
     def post(self, request):
+        pin_require_set(user=request.user)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)

@@ -90,6 +90,12 @@ def pin_set(*, user: AbstractBaseUser, pin: str, current_pin: str | None = None)
     raise failure
 
 
+def pin_require_set(*, user: AbstractBaseUser) -> None:
+    """A user without a payment PIN cannot send, whatever else the request says."""
+    if not PaymentPin.objects.filter(user=user).exists():
+        raise PinNotSet()
+
+
 def pin_verify(*, user: AbstractBaseUser, pin: str | None) -> None:
     """Authorise a payment with the PIN, counting wrong tries in the database.
 

@@ -547,3 +547,21 @@ def test_money_reconciles_after_sending(sender, group, sender_api):
 
     assert balance(sender) == 100_000 - 1000 - 750
     assert escrow_held() == 1750
+
+
+def test_a_sender_without_a_pin_is_told_to_set_one_whatever_the_body_says():
+    # Given a member who never set a PIN
+    no_pin = UserFactory(balance=1000, pin=None)
+    group = group_with_members(no_pin, [UserFactory()])
+    client = login(no_pin)
+
+    # When they send with no pin field, and with an invalid body
+    no_pin_field = client.post(
+        "/api/v1/packets", {"group": str(group.id), "kind": "fixed", "share_count": 1, "share_amount": 10}, format="json"
+    )
+    invalid = client.post("/api/v1/packets", {"group": str(group.id), "kind": "nope"}, format="json")
+
+    # Then both answers say to set a PIN first, and nothing moved
+    assert_error(no_pin_field, 403, "pin_not_set")
+    assert_error(invalid, 403, "pin_not_set")
+    assert Account.objects.get(user=no_pin).balance == 1000
