@@ -5,7 +5,6 @@ from django.contrib.auth import authenticate, password_validation
 from django.core import validators as django_validators
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
-from knox.models import AuthToken
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import AllowAny
@@ -108,7 +107,7 @@ class TokenApi(APIView):
         user = authenticate(request, **serializer.validated_data)
         if user is None:
             raise BadCredentials()
-        instance, token = AuthToken.objects.create(user)
+        instance, token = services.auth_token_issue(user=user)
         return Response(self.OutputSerializer({"token": token, "expires_at": instance.expiry}).data)
 
 

@@ -6,6 +6,7 @@ from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from knox.models import AuthToken
 
 from config.errors import InvalidPin, PermissionDenied, PinLocked, PinNotSet, ValidationFailed
 from wallets.ledger import ledger_post, system_account
@@ -37,6 +38,16 @@ def user_register(*, username: str, password: str) -> AbstractBaseUser:
         raise ValidationFailed.on("username", "A user with that username already exists.") from None
     Account.objects.create(user=user, kind=AccountKind.WALLET, currency=settings.DEFAULT_CURRENCY)
     return user
+
+
+def auth_token_issue(*, user: AbstractBaseUser) -> tuple[AuthToken, str]:
+    """A new bearer token (stored hashed); the user's oldest tokens beyond
+    AUTH_TOKENS_PER_USER are revoked, which also bounds knox's per-request
+    look-up of the user's tokens."""
+    instance, token = AuthToken.objects.create(user)
+    keep = AuthToken.objects.filter(user=user).order_by("-created").values("pk")[: settings.AUTH_TOKENS_PER_USER]
+    AuthToken.objects.filter(user=user).exclude(pk__in=keep).delete()
+    return instance, token
 
 
 def wallet_topup(*, user: AbstractBaseUser, amount: int) -> LedgerTransaction:

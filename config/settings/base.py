@@ -128,6 +128,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
+# Logging in again on a new device revokes the oldest token beyond this many.
+AUTH_TOKENS_PER_USER = env_int("AUTH_TOKENS_PER_USER", 10)
 REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Bearer",
     "TOKEN_TTL": timedelta(days=7),

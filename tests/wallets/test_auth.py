@@ -209,3 +209,21 @@ def test_database_refuses_a_username_that_differs_only_in_case():
         User.objects.create_user(username="CASEY")
 
     assert User.objects.filter(username__iexact="casey").count() == 1
+
+
+@pytest.mark.django_db
+def test_logging_in_beyond_the_token_limit_revokes_the_oldest_tokens(api, settings):
+    # Given a user allowed three tokens
+    settings.AUTH_TOKENS_PER_USER = 3
+    user = UserFactory()
+    tokens = [
+        api.post("/api/v1/auth/token", {"username": user.username, "password": PASSWORD}, format="json").json()["token"]
+        for _ in range(5)
+    ]
+
+    # When each token is used
+    answers = [APIClient().get("/api/v1/wallet", HTTP_AUTHORIZATION=f"Bearer {t}").status_code for t in tokens]
+
+    # Then the two oldest were revoked and the three newest work
+    assert answers == [401, 401, 200, 200, 200]
+    assert AuthToken.objects.filter(user=user).count() == 3
