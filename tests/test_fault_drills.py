@@ -21,22 +21,16 @@ import json
 import os
 import random
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
-from urllib.parse import quote
 
-import psycopg
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.test import override_settings
 from django.utils import timezone
@@ -45,6 +39,7 @@ from knox.models import AuthToken
 from redpackets.models import Packet, PacketKind, Share
 from redpackets.services import packet_claim, packet_send
 from tests.factories import PIN, UserFactory, group_with_members
+from tests.processes import Proc, control_connection, database_url, free_port
 from wallets.models import Account, AccountKind, IdempotencyRecord, LedgerEntry, LedgerTransaction, TransactionKind
 
 pytestmark = [
@@ -54,94 +49,10 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SWEEP_SECONDS = 2  # beat sweeps every 0.5 s
 
 
 # --- processes ----------------------------------------------------------------------------------------
-
-
-def database_url(application_name: str) -> str:
-    """The test database (NAME is the test database's name here), tagged with an application_name."""
-    db = connection.settings_dict
-    credentials = quote(db["USER"] or "", safe="")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    host = db["HOST"] or "localhost"
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgres://{credentials}@{host}{port}/{quote(db['NAME'], safe='')}?application_name={quote(application_name)}"
-
-
-def control_connection(application_name: str) -> psycopg.Connection:
-    """A connection of the test's own, outside Django, for locks and pg_terminate_backend."""
-    db = connection.settings_dict
-    return psycopg.connect(
-        host=db["HOST"] or "localhost", port=db["PORT"] or 5432, user=db["USER"], password=db["PASSWORD"] or None,
-        dbname=db["NAME"], application_name=application_name, autocommit=True,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Proc:
-    """A subprocess in its own process group, its output in a file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path):
-        self.name, self.log_path = name, log_path
-        self.log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            args, cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def wait_until(self, text: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return
-            assert self.alive(), f"{self.name} exited with {self.process.returncode}"
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name} did not log {text!r} within {timeout} s")
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            os.killpg(self.pid, signum)
-
-    def kill(self) -> None:
-        """SIGKILL the whole group (worker, pool child, embedded beat): a machine crash."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.alive():
-            try:
-                os.killpg(self.pid, signal.SIGCONT)  # in case a drill left it stopped
-                os.killpg(self.pid, signal.SIGTERM)
-                self.process.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                pass
-        self.kill()  # the group's stragglers too
-        self.log.close()
 
 
 @pytest.fixture

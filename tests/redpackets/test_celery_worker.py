@@ -7,24 +7,22 @@ beat sweeps every 0.5 s.
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
 from redpackets.models import Packet, PacketKind, Share
 from redpackets.services import packet_claim, packet_send
 from tests.factories import UserFactory, group_with_members
+from tests.processes import Proc, database_url
 from wallets.models import Account, AccountKind, LedgerEntry, LedgerTransaction, TransactionKind
 
 pytestmark = [
@@ -34,83 +32,36 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SWEEP_SECONDS = 2
 SETTLE_TIMEOUT = 40
 
 
-def _database_url() -> str:
-    db = connection.settings_dict  # NAME is the test database's name here
-    credentials = quote(db["USER"] or "", safe="")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    host = db["HOST"] or "localhost"
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgres://{credentials}@{host}{port}/{quote(db['NAME'], safe='')}"
-
-
-class Worker:
-    """`celery -A config worker --beat` in its own process group, output in a file."""
+class Worker(Proc):
+    """`celery -A config worker --beat` on the test database and broker."""
 
     def __init__(self, var_dir: Path, log_path: Path):
-        self.log_path = log_path
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "config.settings.test",
-            "DATABASE_URL": _database_url(),
+            "DATABASE_URL": database_url(),
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
             "REDPACKET_SWEEP_SECONDS": str(SWEEP_SECONDS),
             "VAR_DIR": str(var_dir),
             "PYTHONUNBUFFERED": "1",
         }
-        self.log = open(log_path, "wb")
-        self.process = subprocess.Popen(
+        super().__init__(
+            "worker",
             [sys.executable, "-m", "celery", "-A", "config", "worker", "--beat", "--loglevel=info",
              "--concurrency=1", "-n", f"redpackets-test-{uuid.uuid4().hex[:8]}@%h"],
-            cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            env,
+            log_path,
         )
-
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def wait_until(self, text: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return
-            if self.process.poll() is not None:
-                raise AssertionError(f"the worker exited with {self.process.returncode}")
-            time.sleep(0.1)
-        raise AssertionError(f"the worker did not log {text!r} within {timeout} s")
 
     def wait_ready(self) -> None:
         self.wait_until(" ready.")
         # Beat has sent a sweep and the worker ran it: the whole loop is up.
         self.wait_until("refund_expired_packets", timeout=30)
         self.wait_until("succeeded", timeout=30)
-
-    def kill(self) -> None:
-        """SIGKILL the worker, its pool child and its beat process: a machine crash."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        else:
-            # The main process is gone; do not leave its children behind.
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.log.close()
 
 
 @pytest.fixture
