@@ -30,6 +30,12 @@ from tests.factories import PASSWORD, UserFactory, group_with_members
 from wallets.models import Account, AccountKind, LedgerEntry, LedgerTransaction, SystemAccount, TransactionKind
 from wallets.selectors import ledger_reconcile
 
+
+def short(packet) -> str:
+    """How the packet list shows a packet's id."""
+    return str(packet.id)[:8]
+
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.slow]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -276,11 +282,11 @@ def test_an_operator_adjusts_a_wallet_and_expires_a_packet_in_the_admin(
             page.fill("#searchbar", "alice")
             page.press("#searchbar", "Enter")
             page.wait_for_url(re.compile(r"/admin/redpackets/packet/\?q=alice$"))
-            assert sorted(page.locator("#result_list th.field-id a").all_inner_texts()) == sorted(
-                [str(claimed.id), str(untouched.id)]
+            assert sorted(page.locator("#result_list th.field-short_id a").all_inner_texts()) == sorted(
+                [short(claimed), short(untouched)]
             )
-            assert page.locator(f"#result_list tr:has(a:text-is('{claimed.id}')) td.field-status").inner_text() == "active"
-            page.click(f"#result_list a:text-is('{claimed.id}')")
+            assert page.locator(f"#result_list tr:has(a:text-is('{short(claimed)}')) td.field-status").inner_text() == "active"
+            page.click(f"#result_list a:text-is('{short(claimed)}')")
             arrive(f"/admin/redpackets/packet/{claimed.id}/change/")
 
             shares = list(Share.objects.filter(packet=claimed).select_related("claimed_by").order_by("seq"))
@@ -319,13 +325,13 @@ def test_an_operator_adjusts_a_wallet_and_expires_a_packet_in_the_admin(
             # The page: the message, and each packet's status.
             assert page.locator("ul.messagelist li").inner_text() == "Expired 1 packet(s); 0 were settled already."
             status_of = {
-                packet.id: page.locator(f"#result_list tr:has(a:text-is('{packet.id}')) td.field-status").inner_text()
+                packet.id: page.locator(f"#result_list tr:has(a:text-is('{short(packet)}')) td.field-status").inner_text()
                 for packet in (claimed, untouched)
             }
             assert status_of == {claimed.id: "expired", untouched.id: "active"}
             shot("expired")
 
-            page.click(f"#result_list a:text-is('{claimed.id}')")
+            page.click(f"#result_list a:text-is('{short(claimed)}')")
             arrive(f"/admin/redpackets/packet/{claimed.id}/change/")
             assert page.locator(".field-status .readonly").inner_text().strip() == "expired"
             assert page.locator(".field-settled_at .readonly").inner_text().strip() != "-"

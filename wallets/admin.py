@@ -147,14 +147,22 @@ class TransactionEntryInline(ReadOnlyTabularInline):
 
 @admin.register(LedgerTransaction)
 class LedgerTransactionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "kind", "created_at", "packet_id", "created_by", "memo"]
+    list_display = ["id", "kind", "created_at", "packet", "created_by", "memo"]
     list_filter = ["kind"]
     search_fields = ["id", "packet_id", "entries__account__user__username", "memo"]
     date_hierarchy = "created_at"
-    fields = ["id", "kind", "created_at", "packet_id", "created_by", "memo"]
+    fields = ["id", "kind", "created_at", "packet", "created_by", "memo"]
     readonly_fields = fields
     inlines = [TransactionEntryInline]
     list_select_related = ["created_by"]
+
+
+    @admin.display(description="packet")
+    def packet(self, ledger_transaction):
+        if ledger_transaction.packet_id is None:
+            return "-"
+        url = reverse("admin:redpackets_packet_change", args=[ledger_transaction.packet_id])
+        return format_html('<a href="{}">{}</a>', url, ledger_transaction.packet_id)
 
 
 @admin.register(PaymentPin)
