@@ -63,7 +63,8 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     required=False,
     description=(
         "Makes the POST safe to retry: the same key with the same body replays the first "
-        "response and moves no money twice; with a different body, 409 idempotency_conflict."
+        "response and moves no money twice; with a different body, 409 idempotency_conflict. "
+        "A key is remembered for 24 hours (IDEMPOTENCY_KEY_TTL_HOURS)."
     ),
 )
 

@@ -11,7 +11,9 @@ the client may fix the cause and retry with the same key.
 import json
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from rest_framework.request import Request
 
@@ -62,6 +64,13 @@ def run_idempotent(request: Request, execute: Callable[[], tuple[int, dict]]) ->
         record.response_status, record.response_body = status, body
         record.save(update_fields=["response_status", "response_body"])
         return status, body
+
+
+def idempotency_records_purge() -> int:
+    """Forget keys older than IDEMPOTENCY_KEY_TTL (a retry after that runs anew, as with Stripe)."""
+    cutoff = timezone.now() - settings.IDEMPOTENCY_KEY_TTL
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
 
 
 def _replay(request: Request, key: str, fingerprint: str) -> tuple[int, dict]:

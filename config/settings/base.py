@@ -198,6 +198,8 @@ SPECTACULAR_SETTINGS = {
 SANDBOX_TOPUPS = env_bool("SANDBOX_TOPUPS", True)
 SANDBOX_TOPUP_MAX = env_int("SANDBOX_TOPUP_MAX", 1_000_000)
 DEFAULT_CURRENCY = "CNY"
+# How long an Idempotency-Key replays its first response.
+IDEMPOTENCY_KEY_TTL = timedelta(hours=env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24))
 PIN_MAX_FAILURES = 5
 PIN_FAILURE_WINDOW = timedelta(minutes=15)
 PIN_LOCK_DURATION = timedelta(minutes=15)
@@ -239,6 +241,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "redpackets.tasks.refund_expired_packets",
         "schedule": max(REDPACKET_SWEEP_SECONDS / 4, 0.5),
         "options": {"expires": max(REDPACKET_SWEEP_SECONDS / 2, 1)},
+    },
+    "purge-idempotency-records": {
+        "task": "wallets.tasks.purge_idempotency_records",
+        "schedule": 3600,
+        "options": {"expires": 1800},
     },
 }
 

@@ -262,3 +262,28 @@ def test_a_retry_waiting_on_a_request_that_fails_goes_ahead_and_moves_money_once
     assert len(calls) == 2
     assert balance_of(user) == 500
     assert IdempotencyRecord.objects.get().response_body == second.json()
+
+
+@pytest.mark.django_db
+def test_keys_older_than_their_time_to_live_are_purged_and_newer_ones_kept(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from wallets.idempotency import idempotency_records_purge
+    from wallets.models import IdempotencyRecord
+
+    # Given one key from two days ago and one from an hour ago
+    settings.IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+    user = UserFactory()
+    old = IdempotencyRecord.objects.create(user=user, key="old", request_fingerprint="x")
+    new = IdempotencyRecord.objects.create(user=user, key="new", request_fingerprint="y")
+    IdempotencyRecord.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
+    IdempotencyRecord.objects.filter(pk=new.pk).update(created_at=timezone.now() - timedelta(hours=1))
+
+    # When the hourly purge runs
+    purged = idempotency_records_purge()
+
+    # Then only the old key is gone
+    assert purged == 1
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
