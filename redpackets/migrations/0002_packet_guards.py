@@ -9,6 +9,8 @@
 
 from django.db import migrations
 
+from config.migration_sql import run_sql_on_postgresql
+
 FORWARD = """
 CREATE FUNCTION packet_check_shares() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -74,16 +76,6 @@ DROP FUNCTION packet_check_shares();
 """
 
 
-def forward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FORWARD, params=None)
-
-
-def backward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(BACKWARD, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("redpackets", "0001_initial")]
-    operations = [migrations.RunPython(forward, backward)]
+    operations = [run_sql_on_postgresql(FORWARD, BACKWARD)]

@@ -7,6 +7,8 @@ relies on the service code and the CHECKs alone.
 
 from django.db import migrations
 
+from config.migration_sql import run_sql_on_postgresql
+
 FORWARD = """
 CREATE FUNCTION ledger_check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -55,16 +57,6 @@ DROP FUNCTION ledger_check_balanced() CASCADE;
 """
 
 
-def forward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FORWARD, params=None)
-
-
-def backward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(BACKWARD, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("wallets", "0001_initial")]
-    operations = [migrations.RunPython(forward, backward)]
+    operations = [run_sql_on_postgresql(FORWARD, BACKWARD)]

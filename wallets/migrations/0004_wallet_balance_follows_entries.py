@@ -10,6 +10,8 @@
 
 from django.db import migrations
 
+from config.migration_sql import run_sql_on_postgresql
+
 FORWARD = """
 CREATE FUNCTION ledger_entry_chain() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -67,16 +69,6 @@ DROP FUNCTION ledger_entry_chain();
 """
 
 
-def forward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FORWARD, params=None)
-
-
-def backward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(BACKWARD, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("wallets", "0003_username_unique_ignoring_case")]
-    operations = [migrations.RunPython(forward, backward)]
+    operations = [run_sql_on_postgresql(FORWARD, BACKWARD)]
