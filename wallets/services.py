@@ -2,7 +2,6 @@
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -11,6 +10,7 @@ from knox.models import AuthToken
 from config.errors import InvalidPin, PermissionDenied, PinLocked, PinNotSet, ValidationFailed
 from wallets.ledger import ledger_post, system_account
 from wallets.models import Account, AccountKind, LedgerTransaction, PaymentPin, SystemAccount, TransactionKind
+from wallets.pins import PinHash, pin_check, pin_hash
 
 User = get_user_model()
 
@@ -88,14 +88,14 @@ def pin_set(*, user: AbstractBaseUser, pin: str, current_pin: str | None = None)
     with transaction.atomic():
         record = PaymentPin.objects.select_for_update().filter(user=user).first()
         if record is None:
-            PaymentPin.objects.create(user=user, pin_hash=make_password(pin))
+            stored = pin_hash(user_id=user.pk, pin=pin)
+            PaymentPin.objects.create(user=user, pin_hash=stored.digest, pin_key_id=stored.key_id)
             return
         if not current_pin:
             raise ValidationFailed.on("current_pin", "The current PIN is required to change it.")
         failure = _pin_try(record, current_pin)
         if failure is None:
-            record.pin_hash = make_password(pin)
-            record.save(update_fields=["pin_hash", "updated_at"])
+            _pin_store(record, pin)
             return
     # Raised after the block commits, so the wrong try stays counted.
     raise failure
@@ -136,7 +136,12 @@ def _pin_try(record: PaymentPin, pin: str) -> InvalidPin | PinLocked | None:
     if record.locked_until and record.locked_until > now:
         return PinLocked(f"Too many wrong PINs; try again after {record.locked_until.isoformat()}.")
     fields = ["failed_attempts", "first_failed_at", "locked_until", "updated_at"]
-    if check_password(pin, record.pin_hash):
+    right, outdated = pin_check(
+        user_id=record.user_id, pin=pin, stored=PinHash(key_id=record.pin_key_id, digest=record.pin_hash)
+    )
+    if right:
+        if outdated:
+            _pin_store(record, pin)
         if record.failed_attempts or record.locked_until:
             record.failed_attempts, record.first_failed_at, record.locked_until = 0, None, None
             record.save(update_fields=fields)
@@ -152,3 +157,10 @@ def _pin_try(record: PaymentPin, pin: str) -> InvalidPin | PinLocked | None:
     record.save(update_fields=fields)
     remaining = settings.PIN_MAX_FAILURES - record.failed_attempts
     return InvalidPin(f"The payment PIN is wrong; {remaining} tries left before it locks.")
+
+
+def _pin_store(record: PaymentPin, pin: str) -> None:
+    """Store `pin` on a locked row under the current PIN key."""
+    stored = pin_hash(user_id=record.user_id, pin=pin)
+    record.pin_hash, record.pin_key_id = stored.digest, stored.key_id
+    record.save(update_fields=["pin_hash", "pin_key_id", "updated_at"])

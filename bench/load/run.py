@@ -303,6 +303,7 @@ def seed(cfg: dict, state_path: Path) -> dict:
 
     from redpackets.services import group_create
     from wallets.models import Account, AccountKind, PaymentPin
+    from wallets.pins import pin_hash
     from wallets.services import wallet_topup
 
     User = get_user_model()
@@ -328,8 +329,10 @@ def seed(cfg: dict, state_path: Path) -> dict:
     with transaction.atomic():
         for i, user in enumerate(users):
             wallet_topup(user=user, amount=50_000_000 if i in owners else 20_000)
-    pin_hash = make_password(PIN)  # once, at the production hasher's full cost
-    PaymentPin.objects.bulk_create([PaymentPin(user=users[i], pin_hash=pin_hash) for i in sorted(owners)])
+    PaymentPin.objects.bulk_create([
+        PaymentPin(user=users[i], pin_hash=stored.digest, pin_key_id=stored.key_id)
+        for i in sorted(owners) for stored in [pin_hash(user_id=users[i].pk, pin=PIN)]
+    ])
 
     tokens, rows = [], []
     expiry = timezone.now() + knox_settings.TOKEN_TTL

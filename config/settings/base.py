@@ -200,6 +200,16 @@ SANDBOX_TOPUP_MAX = env_int("SANDBOX_TOPUP_MAX", 1_000_000)
 DEFAULT_CURRENCY = "CNY"
 # How long an Idempotency-Key replays its first response.
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24))
+# Payment PINs are HMAC-SHA256 under PIN_KEY (wallets/pins.py): a key the
+# database does not hold, never DJANGO_SECRET_KEY. Rotate by making a new key
+# current (PIN_KEY, PIN_KEY_ID) and moving the old one to PIN_RETIRED_KEYS
+# ("id:key,id:key") until every PIN has been used once (rehashed) or reset.
+LOCAL_ONLY_PIN_KEY = "insecure-local-only-pin-key-change-me-in-production-0123456789"
+PIN_KEY = os.environ.get("PIN_KEY", LOCAL_ONLY_PIN_KEY)
+PIN_KEY_ID = os.environ.get("PIN_KEY_ID", "1")
+PIN_RETIRED_KEYS = dict(
+    pair.strip().split(":", 1) for pair in os.environ.get("PIN_RETIRED_KEYS", "").split(",") if pair.strip()
+)
 PIN_MAX_FAILURES = 5
 PIN_FAILURE_WINDOW = timedelta(minutes=15)
 PIN_LOCK_DURATION = timedelta(minutes=15)

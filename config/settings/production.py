@@ -19,3 +19,7 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
+
+# Its own secret (wallets/pins.py); the deploy checks `wallets.E001`-`E003` refuses a
+# short one or DJANGO_SECRET_KEY reused.
+PIN_KEY = os.environ["PIN_KEY"]
