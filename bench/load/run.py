@@ -8,8 +8,7 @@ What it does, every step bounded in time, every process it starts stopped at the
 
 1. creates a fresh database (`redpackets_load`), migrates it, and seeds users, wallets
    (sandbox topups through the service), groups, payment PINs for the senders and knox
-   tokens created directly (no password hashing during the run; the PIN is hashed once
-   with the production hasher and the hash shared by the senders);
+   tokens created directly (no password hashing during the run);
 2. starts `gunicorn config.wsgi:application`, `celery -A config worker` and
    `celery -A config beat` under production settings (DJANGO_SETTINGS_MODULE=
    config.settings.production, DJANGO_SECURE_SSL_REDIRECT=false since the traffic is
@@ -693,6 +692,7 @@ def main() -> int:
         **{k: v for k, v in os.environ.items() if k not in {"CACHE_URL", "DJANGO_DEBUG", "PYTEST_CURRENT_TEST"}},
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "PIN_KEY": secrets.token_urlsafe(32),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         "DJANGO_SECURE_SSL_REDIRECT": "false",
         "DATABASE_URL": database_url,
