@@ -277,7 +277,7 @@ class PacketSendApi(APIView):
                 greeting=data["greeting"],
                 recipient_username=data["recipient"],
             )
-            view = selectors.packet_detail(packet_id=packet.id, viewer=request.user)
+            view = selectors.packet_view_of_sent(packet, viewer=request.user)
             return status.HTTP_201_CREATED, PacketOutputSerializer(view).data
 
         status_code, body = run_idempotent(request, execute)

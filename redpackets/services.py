@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -79,10 +80,15 @@ def packet_send(
     recipient_username: str | None = None,
 ) -> Packet:
     """Fund a packet for a group. The caller has verified the sender's PIN."""
-    group = ChatGroup.objects.filter(id=group_id, memberships__user=sender).first()
+    members = GroupMembership.objects.filter(group=OuterRef("pk")).order_by().values("group")
+    group = (
+        ChatGroup.objects.filter(id=group_id, memberships__user=sender)
+        .annotate(member_count=Subquery(members.annotate(n=Count("*")).values("n")))
+        .first()
+    )
     if group is None:
         raise NotFound("No such group.")
-    member_count = group.memberships.count()
+    member_count = group.member_count
     max_shares = min(member_count, settings.REDPACKET_MAX_SHARES)
     if not 1 <= share_count <= max_shares:
         raise ValidationFailed.on(
@@ -119,7 +125,8 @@ def packet_send(
     wallet = wallet_get_or_create(user=sender)
     now = timezone.now()
     packet_id = uuid.uuid4()
-    with transaction.atomic():
+    # No savepoint inside the API's transaction: any failure here fails the whole request.
+    with transaction.atomic(savepoint=False):
         escrow = system_account(code=SystemAccount.ESCROW, currency=wallet.currency)
         ledger_post(
             kind=TransactionKind.PACKET_SEND,

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from knox.models import AuthToken
 
@@ -41,12 +42,11 @@ def user_register(*, username: str, password: str) -> AbstractBaseUser:
 
 
 def auth_token_issue(*, user: AbstractBaseUser) -> tuple[AuthToken, str]:
-    """A new bearer token (stored hashed); the user's oldest tokens beyond
-    AUTH_TOKENS_PER_USER are revoked, which also bounds knox's per-request
-    look-up of the user's tokens."""
+    """A new bearer token (stored hashed); the user's expired tokens and their oldest
+    beyond AUTH_TOKENS_PER_USER are deleted (wallets/auth.py does not sweep them per request)."""
     instance, token = AuthToken.objects.create(user)
     keep = AuthToken.objects.filter(user=user).order_by("-created").values("pk")[: settings.AUTH_TOKENS_PER_USER]
-    AuthToken.objects.filter(user=user).exclude(pk__in=keep).delete()
+    AuthToken.objects.filter(user=user).filter(Q(expiry__lt=timezone.now()) | ~Q(pk__in=keep)).delete()
     return instance, token
 
 
@@ -115,6 +115,8 @@ def pin_verify(*, user: AbstractBaseUser, pin: str | None) -> None:
     """
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("pin_verify commits the try count; call it outside a transaction.")
+    if pin and _pin_right_and_clean(user=user, pin=pin):
+        return
     with transaction.atomic():
         record = PaymentPin.objects.select_for_update().filter(user=user).first()
         if record is None:
@@ -124,6 +126,23 @@ def pin_verify(*, user: AbstractBaseUser, pin: str | None) -> None:
         failure = _pin_try(record, pin)
     if failure is not None:
         raise failure
+
+
+def _pin_right_and_clean(*, user: AbstractBaseUser, pin: str) -> bool:
+    """The common case without a row lock: the right PIN, current key, no wrong tries, not locked.
+
+    Nothing is written then, so the lock buys nothing: a wrong try committed just after this
+    read cannot make this PIN wrong, and one that locked the PIN an instant earlier lost
+    the race to a caller who knew the PIN. Everything else takes the locked path.
+    """
+    record = PaymentPin.objects.filter(user=user).only("user_id", "pin_hash", "pin_key_id", "failed_attempts",
+                                                        "locked_until").first()
+    if record is None or record.failed_attempts or record.locked_until:
+        return False
+    right, outdated = pin_check(
+        user_id=record.user_id, pin=pin, stored=PinHash(key_id=record.pin_key_id, digest=record.pin_hash)
+    )
+    return right and not outdated
 
 
 def _pin_try(record: PaymentPin, pin: str) -> InvalidPin | PinLocked | None:
