@@ -349,7 +349,7 @@ def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int |
     admin's "expire now").
     """
     with transaction.atomic():
-        packet = Packet.objects.select_for_update().filter(id=packet_id).first()
+        packet = Packet.objects.select_for_update(of=("self",)).select_related("sender").filter(id=packet_id).first()
         if packet is None or packet.settled_at is not None:
             return None
         now = timezone.now()
@@ -377,11 +377,19 @@ def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int |
         return amount
 
 
-def packets_due_for_refund(*, now: datetime | None = None, limit: int | None = None) -> list[uuid.UUID]:
-    now = now or timezone.now()
-    limit = limit or settings.REDPACKET_SWEEP_BATCH
-    return list(
-        Packet.objects.filter(settled_at__isnull=True, expires_at__lte=now)
+def packet_take_due(*, skip: set[uuid.UUID] = frozenset()) -> uuid.UUID | None:
+    """Row-lock the oldest packet due for its refund that no other sweep holds, inside the
+    caller's transaction; None when there is none. Sweeps running at once take disjoint
+    packets (SKIP LOCKED) instead of queueing behind each other on the same ones."""
+    return (
+        Packet.objects.select_for_update(skip_locked=True)
+        .filter(settled_at__isnull=True, expires_at__lte=timezone.now())
+        .exclude(id__in=skip)
         .order_by("expires_at")
-        .values_list("id", flat=True)[:limit]
+        .values_list("id", flat=True)
+        .first()
     )
+
+
+def packets_due_count(*, limit: int) -> int:
+    return Packet.objects.filter(settled_at__isnull=True, expires_at__lte=timezone.now())[:limit].count()

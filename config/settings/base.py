@@ -225,7 +225,9 @@ REDPACKET_SWEEP_SECONDS = env_int("REDPACKET_SWEEP_SECONDS", 60)
 REDPACKET_MAX_SHARE = env_int("REDPACKET_MAX_SHARE", 20000)
 REDPACKET_MAX_SHARES = env_int("REDPACKET_MAX_SHARES", 100)
 REDPACKET_GREETING_MAX_LENGTH = 100
+# A backlog larger than REDPACKET_SWEEP_BATCH is swept by REDPACKET_SWEEP_TASKS tasks at once.
 REDPACKET_SWEEP_BATCH = env_int("REDPACKET_SWEEP_BATCH", 500)
+REDPACKET_SWEEP_TASKS = env_int("REDPACKET_SWEEP_TASKS", env_int("WORKER_CONCURRENCY", 2))
 
 # --- Celery ---------------------------------------------------------------------
 # With no broker configured, Celery uses kombu's filesystem transport under var/:
@@ -252,6 +254,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "refund-expired-packets": {
         "task": "redpackets.tasks.refund_expired_packets",
+        "kwargs": {"fan_out": True},
         "schedule": max(REDPACKET_SWEEP_SECONDS / 4, 0.5),
         "options": {"expires": max(REDPACKET_SWEEP_SECONDS / 2, 1)},
     },
