@@ -24,6 +24,7 @@ from config.errors import (
 )
 from config.fields import StrictCharField, StrictIntegerField, StrictUUIDField
 from config.pagination import NewestFirstCursorPagination
+from config.replicas import ReadsFromReplica
 from redpackets import selectors, services
 from redpackets.models import PacketKind, PacketStatus
 from wallets.idempotency import idempotency_key, run_idempotent
@@ -171,7 +172,7 @@ class PacketViewsMixin:
         return PacketOutputSerializer(views, many=True)
 
 
-class GroupPacketListApi(PacketViewsMixin, ListAPIView):
+class GroupPacketListApi(ReadsFromReplica, PacketViewsMixin, ListAPIView):
     def get_queryset(self):
         return selectors.group_packets(group_id=self.kwargs["group_id"], viewer=self.request.user)
 
@@ -284,7 +285,7 @@ class PacketSendApi(APIView):
         return Response(body, status=status_code)
 
 
-class PacketDetailApi(APIView):
+class PacketDetailApi(ReadsFromReplica, APIView):
     @extend_schema(
         operation_id="packets_retrieve",
         tags=["packets"],
