@@ -10,6 +10,7 @@ from wallets.idempotency import MAX_KEY_LENGTH
 
 class KnoxBearerScheme(OpenApiAuthenticationExtension):
     target_class = "knox.auth.TokenAuthentication"
+    match_subclasses = True  # wallets.auth.OneQueryTokenAuthentication
     name = "bearerAuth"
     # Above drf-spectacular's bundled knox extension (priority 0), which would win otherwise.
     priority = 1
