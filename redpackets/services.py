@@ -315,8 +315,6 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser, passphrase: st
         raise PacketExpired()
     if packet.recipient_id is not None and packet.recipient_id != user.pk:
         raise NotRecipient()
-    if packet.passphrase_hmac is not None:
-        _passphrase_check(packet, user=user, passphrase=passphrase)
     if not packet.has_free_share:
         # Every share was claimed or refunded, and committed, when the read above ran (a
         # claim still in flight leaves its share free to this read), and a share never
@@ -324,6 +322,9 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser, passphrase: st
         # transaction would reach, without taking and releasing row locks for it. Most
         # claimers of a hot packet end here.
         raise _no_free_share(settled=packet.settled_at is not None)
+    if packet.passphrase_hmac is not None:
+        # After the no-free-share answer: a try on a packet with nothing left is no try.
+        _passphrase_check(packet, user=user, passphrase=passphrase)
     wallet_id = packet.wallet_id or wallet_get_or_create(user=user).id
 
     transaction_id = uuid.uuid4()
