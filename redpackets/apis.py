@@ -342,7 +342,7 @@ class PacketClaimApi(APIView):
         amount = serializers.IntegerField()
         claimed_at = serializers.DateTimeField()
 
-    @extend_schema_serializer(component_name="PacketClaimRequest")
+    @extend_schema_serializer(component_name="PacketClaim")
     class InputSerializer(serializers.Serializer):
         passphrase = StrictCharField(
             max_length=100, required=False, allow_blank=True,
