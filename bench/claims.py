@@ -14,11 +14,17 @@ Figures are only compared within one run: the machine is shared and noisy.
 
     DATABASE_URL=postgres://... python bench/claims.py [--claims 1200] [--levels 1,8,32,64]
 
-Prints the table and writes it to docs/performance.md.
+Then the send path: a random packet of 100 shares (rp-split-v1) against a fixed
+one (no split), and the split alone, with v1's Dirichlet split (read from git
+history, `--v1-ref`) beside it when that commit is at hand.
+
+Prints the tables and writes them to docs/performance.md.
 """
 
 import argparse
+import importlib.util
 import multiprocessing as mp
+import subprocess
 import os
 import statistics
 import sys
@@ -44,6 +50,7 @@ from django.db import connection, connections, transaction  # noqa: E402
 from django.utils import timezone as dj_timezone  # noqa: E402
 
 from config.errors import PacketExhausted  # noqa: E402
+from redpackets import allocation  # noqa: E402
 from redpackets.models import ChatGroup, GroupMembership, Packet, Share  # noqa: E402
 from redpackets.services import _CLAIM_CONTEXT, packet_claim, packet_send  # noqa: E402
 from wallets.ledger import ledger_post  # noqa: E402
@@ -220,6 +227,66 @@ def render(rows, claims):
     return "\n".join(lines)
 
 
+# --- the send path and the split ------------------------------------------------------
+
+
+def _per_call_ms(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def _v1_split(ref):
+    """v1's split_random (Dirichlet weights), loaded from git history, or None."""
+    try:
+        source = subprocess.run(["git", "show", f"{ref}:redpackets/allocation.py"], cwd=ROOT, check=True,
+                                capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    spec = importlib.util.spec_from_loader("allocation_v1", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(source, f"{ref}:redpackets/allocation.py", "exec"), module.__dict__)  # noqa: S102
+    return module.split_random
+
+
+def send_figures(v1_ref, sends):
+    """Median ms per call: the sends (service, no PIN: the PIN's cost is its own), the splits."""
+    sender, group, _ = prepare(100)
+    cap = settings.REDPACKET_MAX_SHARE
+    seed = allocation.new_seed()
+    random_ms, fixed_ms = [], []
+    for _ in range(sends):  # interleaved, so drift in the machine's load hits both alike
+        random_ms.append(_per_call_ms(lambda: packet_send(
+            sender=sender, group_id=group.id, kind="random", share_count=100, total_amount=100_000), 1))
+        fixed_ms.append(_per_call_ms(lambda: packet_send(
+            sender=sender, group_id=group.id, kind="fixed", share_count=100, share_amount=1000), 1))
+    figures = {
+        "send, random, 100 shares (rp-split-v1)": statistics.median(random_ms),
+        "send, fixed, 100 shares (no split)": statistics.median(fixed_ms),
+    }
+    splits = {
+        "100 shares of mean 1000 (cap far)": 100_000,
+        "100 shares of mean 15000 (cap 20000 binds on many)": 1_500_000,
+    }
+    v1 = _v1_split(v1_ref)
+    for name, total in splits.items():
+        figures[f"split alone, rp-split-v1, {name}"] = _per_call_ms(
+            lambda: allocation.split_random(total=total, share_count=100, cap=cap, seed=seed), 2000)
+        if v1 is not None:
+            figures[f"split alone, v1 Dirichlet ({v1_ref}), {name}"] = _per_call_ms(
+                lambda: v1(total=total, share_count=100, cap=cap), 2000)
+    return figures
+
+
+def render_send(figures):
+    lines = ["| what | median ms per call |", "|---|---:|"]
+    lines += [f"| {name} | {ms:.3f} |" for name, ms in figures.items()]
+    return "\n".join(lines)
+
+
 def write_doc(table, claims, levels):
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = (
@@ -242,11 +309,37 @@ def write_doc(table, claims, levels):
     PERFORMANCE_DOC.write_text(text)
 
 
+def write_send_doc(table):
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    marker = "## Sending and the split (bench/claims.py)"
+    section = (
+        f"{marker}\n\n"
+        f"Run {stamp}, in the same run as the claims above; packet_send as the API calls it after the PIN "
+        "(the PIN check is its own cost), one call at a time.\n\n"
+        f"{table}\n"
+    )
+    text = PERFORMANCE_DOC.read_text()
+    if marker in text:
+        head, _, rest = text.partition(marker)
+        tail = rest[rest.find("\n## ") :] if "\n## " in rest else ""
+        text = head + section + tail
+    else:
+        head, marker_claims, rest = text.partition("## Claims on one hot packet (bench/claims.py)")
+        after = rest.find("\n## ")
+        if after == -1:
+            text = text.rstrip() + "\n\n" + section
+        else:
+            text = head + marker_claims + rest[:after] + "\n\n" + section + rest[after:]
+    PERFORMANCE_DOC.write_text(text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--claims", type=int, default=1200, help="shares per packet (claims per round)")
     parser.add_argument("--levels", default="1,8,32,64", help="concurrent claimers, comma-separated")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
+    parser.add_argument("--sends", type=int, default=40, help="sends of each kind for the send figures")
+    parser.add_argument("--v1-ref", default="b295f2a", help="git commit of v1's split, for its cost beside the new one")
     args = parser.parse_args()
     if connection.vendor != "postgresql":
         sys.exit("The benchmark needs PostgreSQL: set DATABASE_URL.")
@@ -260,11 +353,15 @@ def main():
             print(f"{variant:>8} @ {level:>2}: {row['per_second']:7.0f} claims/s  p50 {row['p50_ms']:6.1f} ms  "
                   f"p99 {row['p99_ms']:6.1f} ms  failed {row['failed']}", flush=True)
     table = render(rows, args.claims)
+    send_table = render_send(send_figures(args.v1_ref, args.sends))
     print()
     print(table)
+    print()
+    print(send_table)
     call_command("reconcile")
     if not args.no_write:
         write_doc(table, args.claims, levels)
+        write_send_doc(send_table)
         print(f"\nwritten to {PERFORMANCE_DOC.relative_to(ROOT)}")
 
 
