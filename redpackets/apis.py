@@ -3,7 +3,13 @@
 from django.conf import settings
 from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
@@ -93,6 +99,7 @@ class GroupsApi(ListAPIView):
 
     @extend_schema(
         operation_id="groups_list",
+        summary="Your groups",
         tags=["groups"],
         description="The groups the caller is a member of, newest first.",
         responses={200: GroupOutputSerializer(many=True), **schema.errors(*schema.LIST_ERRORS)},
@@ -110,9 +117,11 @@ class GroupsApi(ListAPIView):
 
     @extend_schema(
         operation_id="groups_create",
+        summary="Create a group",
         tags=["groups"],
         description="Create a group mirroring a chat group; the caller is its owner and a member.",
         request=InputSerializer,
+        examples=[OpenApiExample("A family group", request_only=True, value={"name": "Family", "members": ["bob", "carol"]})],
         responses={201: GroupOutputSerializer, **schema.errors(schema.VALIDATION, schema.UNAUTHENTICATED)},
     )
     def post(self, request):
@@ -128,6 +137,7 @@ class GroupsApi(ListAPIView):
 class GroupDetailApi(APIView):
     @extend_schema(
         operation_id="groups_retrieve",
+        summary="A group",
         tags=["groups"],
         responses={200: GroupOutputSerializer, **schema.errors(schema.UNAUTHENTICATED, NotFound)},
     )
@@ -143,8 +153,10 @@ class GroupMemberAddApi(APIView):
 
     @extend_schema(
         operation_id="groups_members_add",
+        summary="Add a member to a group",
         tags=["groups"],
         request=InputSerializer,
+        examples=[OpenApiExample("Add a registered user", request_only=True, value={"username": "dora"})],
         responses={
             201: GroupOutputSerializer,
             200: GroupOutputSerializer,
@@ -177,6 +189,7 @@ class GroupPacketListApi(PacketViewsMixin, ListAPIView):
 
     @extend_schema(
         operation_id="groups_packets_list",
+        summary="A group's packets",
         tags=["groups"],
         description="The group's packets, newest first (members only).",
         responses={200: PacketOutputSerializer(many=True), **schema.errors(*schema.LIST_ERRORS)},
@@ -240,8 +253,36 @@ class PacketSendApi(APIView):
                     )
             return attrs
 
+    # The body of one kind of packet, as the schema shows it; InputSerializer validates both kinds.
+    class _OneKindInputSerializer(InputSerializer):
+        kind_value: str
+        dropped_fields: tuple[str, ...] = ()
+        required_fields: tuple[str, ...] = ()
+
+        def get_fields(self):
+            fields = super().get_fields()
+            fields["kind"] = serializers.ChoiceField(choices=[self.kind_value])
+            for name in self.dropped_fields:
+                del fields[name]
+            for name in self.required_fields:
+                fields[name].required = True
+            return fields
+
+    @extend_schema_serializer(component_name="RandomPacketSend")
+    class RandomInputSerializer(_OneKindInputSerializer):
+        """A random packet: `total_amount` is split into `share_count` shares at random (no `share_amount`)."""
+
+        kind_value, dropped_fields, required_fields = PacketKind.RANDOM.value, ("share_amount",), ("total_amount",)
+
+    @extend_schema_serializer(component_name="FixedPacketSend")
+    class FixedInputSerializer(_OneKindInputSerializer):
+        """A fixed packet: `share_count` shares of `share_amount` each."""
+
+        kind_value, required_fields = PacketKind.FIXED.value, ("share_amount",)
+
     @extend_schema(
         operation_id="packets_create",
+        summary="Send a packet",
         tags=["packets"],
         description=(
             "Fund a packet for a group: the total leaves the sender's wallet at once. "
@@ -249,7 +290,25 @@ class PacketSendApi(APIView):
             "a wrong PIN counts towards the lock (5 within 15 minutes)."
         ),
         parameters=[schema.IDEMPOTENCY_KEY],
-        request=InputSerializer,
+        request=PolymorphicProxySerializer(
+            component_name="PacketSend",
+            serializers={PacketKind.RANDOM.value: RandomInputSerializer, PacketKind.FIXED.value: FixedInputSerializer},
+            resource_type_field_name="kind",
+        ),
+        examples=[
+            OpenApiExample("Random packet", request_only=True, value={
+                "group": schema.EXAMPLE_GROUP_ID, "kind": "random", "share_count": 3, "total_amount": 888,
+                "greeting": "恭喜发财", "pin": schema.EXAMPLE_PIN,
+            }),
+            OpenApiExample("Fixed packet", request_only=True, value={
+                "group": schema.EXAMPLE_GROUP_ID, "kind": "fixed", "share_count": 3, "share_amount": 100,
+                "greeting": "Lunch is on me", "pin": schema.EXAMPLE_PIN,
+            }),
+            OpenApiExample("Exclusive packet for one member", request_only=True, value={
+                "group": schema.EXAMPLE_GROUP_ID, "kind": "random", "share_count": 1, "total_amount": 520,
+                "recipient": "bob", "pin": schema.EXAMPLE_PIN,
+            }),
+        ],
         responses={
             201: PacketOutputSerializer,
             **schema.errors(
@@ -287,6 +346,7 @@ class PacketSendApi(APIView):
 class PacketDetailApi(APIView):
     @extend_schema(
         operation_id="packets_retrieve",
+        summary="A packet",
         tags=["packets"],
         responses={200: PacketOutputSerializer, **schema.errors(schema.UNAUTHENTICATED, NotFound)},
     )
@@ -306,6 +366,7 @@ class PacketClaimApi(APIView):
 
     @extend_schema(
         operation_id="packets_claim",
+        summary="Claim a packet",
         tags=["packets"],
         request=None,
         description="201 with the new claim; 200 with the same body when the caller had claimed already.",

@@ -179,6 +179,9 @@ SPECTACULAR_SETTINGS = {
         '`{"error": {"code", "message", "fields"}}` with a stable code.'
     ),
     "VERSION": "1.0.0",
+    # Relative: the host that serves this schema; Swagger UI and generated clients call it there.
+    "SERVERS": [{"url": "/", "description": "This service"}],
+    "LICENSE": {"name": "Proprietary", "url": "/api/docs/"},
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI's files are served by this service, not fetched from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -187,6 +190,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayOperationId": True},
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["config.schema.drop_trailing_slash_aliases"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.schema.finish_document"],
     "ENUM_NAME_OVERRIDES": {
         "PacketKindEnum": "redpackets.models.PacketKind",
         "PacketStatusEnum": "redpackets.models.PacketStatus",
