@@ -1,6 +1,7 @@
 """OpenAPI pieces shared by every API module: the Bearer scheme and error responses."""
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+import json
 from collections import Counter
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -63,24 +64,16 @@ def _error_schemas(codes: tuple[str, ...] | None) -> dict:
     code = {"type": "string", "description": "Stable machine code; new codes may be added."}
     if codes is not None:
         code = {"type": "string", "enum": list(codes), "description": "Stable machine code."}
-    details = {
-        "type": "object", "additionalProperties": {},
-        "description": "Extra facts for some codes (`pin_locked`: `locked_until`); absent otherwise.",
-    }
-    required = ["code", "message", "fields"]
+    details, required = {"$ref": "#/components/schemas/ErrorDetails"}, ["code", "message", "fields"]
     if codes is not None and len(codes) == 1 and codes[0] in ERROR_DETAILS:
-        details = ERROR_DETAILS[codes[0]]
+        details = {"$ref": f"#/components/schemas/{_error_name(codes)}Details"}
         required.append("details")
     body = {
         "type": "object",
         "properties": {
             "code": code,
             "message": {"type": "string", "description": "Human-readable explanation, in English."},
-            "fields": {
-                "type": "object",
-                "additionalProperties": {"type": "array", "items": {"type": "string"}},
-                "description": "Field name to messages; validation errors only, `{}` otherwise.",
-            },
+            "fields": {"$ref": "#/components/schemas/ErrorFields"},
             "details": details,
         },
         "required": required,
@@ -91,6 +84,22 @@ def _error_schemas(codes: tuple[str, ...] | None) -> dict:
         "required": ["error"],
     }
     return {name: body, f"{name}Envelope": envelope}
+
+
+# Shared by every error body.
+ERROR_PARTS = {
+    "ErrorFields": {
+        "type": "object",
+        "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        "description": "Field name (`field`, `field.sub`, `items.0`) to messages; validation errors only, `{}` otherwise.",
+    },
+    "ErrorDetails": {
+        "type": "object",
+        "additionalProperties": {},
+        "description": "Extra facts for some codes (`pin_locked`: `locked_until`); absent otherwise.",
+    },
+    **{f"{_error_name((code,))}Details": schema for code, schema in ERROR_DETAILS.items()},
+}
 
 
 def _error_response(codes: tuple[str, ...], description: str) -> dict:
@@ -205,13 +214,50 @@ def finish_document(result, generator, request, public):
                 if str(status) in responses:
                     responses[str(status)].setdefault("headers", {}).update(headers)
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(ERROR_PARTS)
     schemas.update(_error_schemas(None))
     for codes in _ERROR_CODE_SETS.values():
         schemas.update(_error_schemas(codes))
     result["components"]["schemas"] = dict(sorted(schemas.items()))
     _make_nullable_refs_valid(result)
     _walk(result, _opaque_ids_and_int64_money)
+    _bodies_of_one_of_required(result)
+    for name, schema in result["components"]["schemas"].items():
+        if name.endswith("Request"):
+            _defaults_in_words(schema)
     return result
+
+
+def _bodies_of_one_of_required(result: dict) -> None:
+    """A body that is one of several shapes, each with required properties, is itself required.
+
+    drf-spectacular marks a serializer's body required by its required fields, which a
+    PolymorphicProxySerializer (the packet send's random | fixed) does not have itself.
+    """
+    schemas = result["components"]["schemas"]
+    for item in result.get("paths", {}).values():
+        for method, operation in item.items():
+            body = operation.get("requestBody") if method in HTTP_METHODS else None
+            if not body or body.get("required"):
+                continue
+            ref = body["content"].get("application/json", {}).get("schema", {}).get("$ref", "")
+            variants = schemas.get(ref.rsplit("/", 1)[-1], {}).get("oneOf", [])
+            if variants and all(schemas[v["$ref"].rsplit("/", 1)[-1]].get("required") for v in variants):
+                body["required"] = True
+
+
+def _defaults_in_words(schema: dict) -> None:
+    """A request property's default goes into its description instead of `default`.
+
+    Generators read `default` as "always present" (openapi-typescript makes such a property
+    required), so `greeting` would be mandatory in a typed client although the service
+    takes it as optional.
+    """
+    for prop in (schema.get("properties") or {}).values():
+        if "default" in prop:
+            default = prop.pop("default")
+            said = f"Optional; `{json.dumps(default, ensure_ascii=False)}` when absent."
+            prop["description"] = f"{prop['description']} {said}" if prop.get("description") else said
 
 
 def _walk(node, visit, key=None):

@@ -138,6 +138,7 @@ class GroupDetailApi(APIView):
     @extend_schema(
         operation_id="groups_retrieve",
         summary="A group",
+        description="Members only: anyone else gets 404 `not_found`, as for a group that does not exist.",
         tags=["groups"],
         responses={200: GroupOutputSerializer, **schema.errors(schema.UNAUTHENTICATED, NotFound)},
     )
@@ -347,6 +348,7 @@ class PacketDetailApi(APIView):
     @extend_schema(
         operation_id="packets_retrieve",
         summary="A packet",
+        description="Members of the packet's group only (others get 404). Amounts of unclaimed shares are never shown.",
         tags=["packets"],
         responses={200: PacketOutputSerializer, **schema.errors(schema.UNAUTHENTICATED, NotFound)},
     )

@@ -68,6 +68,7 @@ class RegisterApi(APIView):
     @extend_schema(
         operation_id="auth_register",
         summary="Register a user",
+        description="Creates a user with an empty wallet in the default currency. The username is unique ignoring case.",
         tags=["auth"],
         auth=[],
         request=InputSerializer,
@@ -99,6 +100,7 @@ class TokenApi(APIView):
     @extend_schema(
         operation_id="auth_token",
         summary="Log in: get a bearer token",
+        description="Exchanges a username and password for a bearer token. At most AUTH_TOKENS_PER_USER tokens live at once; a new login revokes the oldest.",
         tags=["auth"],
         auth=[],
         request=InputSerializer,
@@ -152,6 +154,7 @@ class WalletApi(APIView):
     @extend_schema(
         operation_id="wallet_retrieve",
         summary="Your wallet's balance",
+        description="The caller's balance in minor units of its currency (`1234` = 12.34 CNY).",
         tags=["wallet"],
         responses={200: OutputSerializer, **schema.errors(schema.UNAUTHENTICATED)},
     )
@@ -169,6 +172,7 @@ class PinApi(APIView):
     @extend_schema(
         operation_id="wallet_pin_set",
         summary="Set or change your payment PIN",
+        description="`pin` is 6 digits. Changing an existing PIN needs `current_pin`; a wrong one counts towards the lock like a wrong PIN on a send.",
         tags=["wallet"],
         request=InputSerializer,
         examples=[
@@ -210,6 +214,7 @@ class TopupApi(APIView):
     @extend_schema(
         operation_id="wallet_topup",
         summary="Top up your wallet (sandbox)",
+        description="A sandbox stand-in for a payment provider: allowed while the SANDBOX_TOPUPS setting is on, otherwise 403 `permission_denied`.",
         tags=["wallet"],
         parameters=[schema.IDEMPOTENCY_KEY],
         request=InputSerializer,

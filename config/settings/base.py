@@ -181,7 +181,14 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     # Relative: the host that serves this schema; Swagger UI and generated clients call it there.
     "SERVERS": [{"url": "/", "description": "This service"}],
-    "LICENSE": {"name": "Proprietary", "url": "/api/docs/"},
+    "LICENSE": {"name": "Proprietary"},
+    "CONTACT": {"name": "The red packets service team"},
+    "TAGS": [
+        {"name": "auth", "description": "Register, log in (bearer tokens), log out."},
+        {"name": "wallet", "description": "The caller's own wallet: balance, payment PIN, sandbox topups, history."},
+        {"name": "groups", "description": "Mirrors of chat groups: members, and the packets sent to them."},
+        {"name": "packets", "description": "Send, read and claim red packets."},
+    ],
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI's files are served by this service, not fetched from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
