@@ -341,6 +341,11 @@ class PacketSendApi(APIView):
                 "group": schema.EXAMPLE_GROUP_ID, "kind": "fixed", "share_count": 3, "share_amount": 100,
                 "greeting": "Lunch is on me", "pin": schema.EXAMPLE_PIN,
             }),
+            OpenApiExample("Random packet with a passphrase", request_only=True, value={
+                "group": schema.EXAMPLE_GROUP_ID, "kind": "random", "share_count": 3, "total_amount": 666,
+                "greeting": "Answer to open", "passphrase": "恭喜发财", "hint": "What do we say at new year?",
+                "pin": schema.EXAMPLE_PIN,
+            }),
             OpenApiExample("Exclusive packet for one member", request_only=True, value={
                 "group": schema.EXAMPLE_GROUP_ID, "kind": "random", "share_count": 1, "total_amount": 520,
                 "recipient": "bob", "pin": schema.EXAMPLE_PIN,
@@ -416,6 +421,10 @@ class PacketClaimApi(APIView):
         summary="Claim a packet",
         tags=["packets"],
         request=InputSerializer,
+        examples=[
+            OpenApiExample("Passphrase packet", request_only=True, value={"passphrase": "恭喜发财"}),
+            OpenApiExample("Packet without a passphrase", request_only=True, value={}),
+        ],
         description=(
             "201 with the new claim; 200 with the same body when the caller had claimed already. "
             "A packet with a passphrase takes `{\"passphrase\": ...}`: missing or wrong is 403 `wrong_passphrase` "

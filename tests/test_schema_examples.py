@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from config.schema import EXAMPLE_GROUP_ID
 from redpackets.models import ChatGroup
+from redpackets.services import packet_send
 from wallets.services import user_register
 
 HTTP_METHODS = {"get", "put", "post", "patch", "delete"}
@@ -53,9 +54,16 @@ def test_each_request_example_succeeds_on_the_demo_data(path, method, name, body
     call_command("seed_demo", stdout=StringIO())
     dora = user_register(username="dora", password="lucky-money-2026") if "auth/register" not in path else None
     family = ChatGroup.objects.get(name="Family")
-    caller = dora if path == "/api/v1/wallet/pin" and "current_pin" not in body else get_user_model().objects.get(
-        username="alice"
-    )
+    users = get_user_model().objects
+    caller = dora if path == "/api/v1/wallet/pin" and "current_pin" not in body else users.get(username="alice")
+    # A claim example is sent by bob to a packet of alice's with the example's passphrase, if any.
+    packet = None
+    if "{packet_id}" in path:
+        caller = users.get(username="bob")
+        packet = packet_send(
+            sender=users.get(username="alice"), group_id=family.id, kind="random", share_count=2, total_amount=200,
+            passphrase=body.get("passphrase"),
+        )
     client = APIClient()
     if "auth/" not in path:
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {AuthToken.objects.create(caller)[1]}")
@@ -63,7 +71,8 @@ def test_each_request_example_succeeds_on_the_demo_data(path, method, name, body
         body = {**body, "group": str(family.id)}
 
     # When the example is sent as it stands
-    response = getattr(client, method)(path.replace("{group_id}", str(family.id)), body, format="json")
+    url = path.replace("{group_id}", str(family.id)).replace("{packet_id}", str(packet.id) if packet else "")
+    response = getattr(client, method)(url, body, format="json")
 
     # Then it works
     assert 200 <= response.status_code < 300, (name, response.content)
