@@ -287,4 +287,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # One line per webhook attempt comes from events.tasks; httpx would add its own.
+    "loggers": {"httpx": {"level": "WARNING"}},
 }

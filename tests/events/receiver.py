@@ -2,7 +2,8 @@
 
 It verifies each request's Standard Webhooks signature with the `standardwebhooks`
 package (an implementation we did not write) and answers as the test scripts it:
-`plan(attempt_number, headers) -> (status, headers, delay_seconds)`.
+`plan(attempt_number, headers) -> (status, headers, delay_seconds)`. An answer
+delayed by `timeout` or more does not count as delivered: the sender gave up.
 """
 
 import json
@@ -23,6 +24,7 @@ class Received:
     body: bytes
     verified: bool
     status: int
+    delay: float
     at: float = field(default_factory=time.monotonic)
 
     @property
@@ -31,8 +33,8 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, secret: str, plan=None):
-        self.secret = secret
+    def __init__(self, secret: str, plan=None, timeout: float = float("inf")):
+        self.secret, self.timeout = secret, timeout
         self.plan = plan or (lambda attempt, headers: (200, {}, 0))
         self.received: list[Received] = []
         self.lock = threading.Lock()
@@ -52,7 +54,7 @@ class Receiver:
                     attempt = 1 + sum(1 for r in receiver.received if r.headers.get("webhook-id") == headers.get("webhook-id"))
                 status, extra, delay = receiver.plan(attempt, headers)
                 with receiver.lock:
-                    receiver.received.append(Received(self.path, headers, body, verified, status))
+                    receiver.received.append(Received(self.path, headers, body, verified, status, delay))
                 if delay:
                     time.sleep(delay)
                 try:
@@ -92,7 +94,7 @@ class Receiver:
             return grouped
 
     def delivered_ids(self) -> set[str]:
-        return {i for i, rs in self.by_id().items() if any(200 <= r.status < 300 for r in rs)}
+        return {i for i, rs in self.by_id().items() if any(200 <= r.status < 300 and r.delay < self.timeout for r in rs)}
 
     def wait_for(self, ids: set[str], timeout: float, alive=lambda: True) -> None:
         deadline = time.monotonic() + timeout
