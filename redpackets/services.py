@@ -394,6 +394,11 @@ def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int |
         return amount
 
 
+_ANY_FREE_SHARE = (
+    f"SELECT EXISTS (SELECT 1 FROM {_SHARE_TABLE} WHERE packet_id = %s AND claimed_by_id IS NULL AND NOT refunded)"
+)
+
+
 def packet_finish_if_claimed(*, packet_id: uuid.UUID) -> bool:
     """Record packet.finished once every share is claimed; True when this call recorded it.
 
@@ -401,9 +406,12 @@ def packet_finish_if_claimed(*, packet_id: uuid.UUID) -> bool:
     so the finished event is inserted after every packet.claimed of the packet has committed.
     The events' unique key keeps it to one end per packet, whoever gets there first.
     """
+    # Plain SQL: every paying claim runs this after commit. The partial index of free shares answers it.
+    with connection.cursor() as cursor:
+        cursor.execute(_ANY_FREE_SHARE, [db_value(Packet, "id", packet_id)])
+        if cursor.fetchone()[0]:
+            return False
     free = Share.objects.filter(packet_id=packet_id, claimed_by__isnull=True)
-    if free.filter(refunded=False).exists():  # the partial index of free shares answers this
-        return False
     with transaction.atomic():
         packet = Packet.objects.filter(id=packet_id).values("group_id").first()
         if packet is None or free.exists():  # refunded shares: the expiry ended it
