@@ -120,7 +120,7 @@ RAW_CLAIM = [
     (
         "INSERT INTO events_event (type, group_id, subject, data, created_at, unique_key) "
         "VALUES ('packet.claimed', %(group)s, %(packet)s, %(event)s, now(), NULL) "
-        "ON CONFLICT (unique_key) DO NOTHING RETURNING id"
+        "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id"
     ),
     # After commit: is any share still free (else the claimer records packet.finished)?
     "SELECT EXISTS (SELECT 1 FROM redpackets_share WHERE packet_id = %(packet)s AND claimed_by_id IS NULL AND NOT refunded)",

@@ -36,19 +36,25 @@ class Event(models.Model):
     data = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
     # At most one event per key: the one end (finished or expired) of a packet.
-    unique_key = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    unique_key = models.CharField(max_length=100, null=True, blank=True)
     # Feed order, set once by the relay after the event's transaction committed.
-    position = models.BigIntegerField(null=True, blank=True, unique=True)
+    position = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
+        # Every index but the relay's work list is partial on what an insert leaves NULL: the
+        # claim path's INSERT touches two indexes (the key and event_unpositioned), and the
+        # feed's are written by the relay, off that path.
         indexes = [
             # The feed: one range scan per group of the caller.
-            models.Index(fields=["group_id", "position"], name="event_group_position"),
+            models.Index(fields=["group_id", "position"], condition=Q(position__isnull=False),
+                         name="event_group_position"),
             # The relay's work list: committed events without a position yet.
             models.Index(fields=["id"], condition=Q(position__isnull=True), name="event_unpositioned"),
-            models.Index(fields=["type", "created_at"], name="event_type_recent"),
         ]
         constraints = [
+            models.UniqueConstraint(fields=["unique_key"], condition=Q(unique_key__isnull=False),
+                                    name="event_unique_key"),
+            models.UniqueConstraint(fields=["position"], condition=Q(position__isnull=False), name="event_position_unique"),
             models.CheckConstraint(condition=Q(position__isnull=True) | Q(position__gte=1), name="event_position_positive"),
         ]
 

@@ -64,7 +64,14 @@ def events_feed(*, viewer: AbstractBaseUser, after: str | None, limit: int = FEE
 
 
 def event_subjects_since(*, type: str, since: datetime) -> set[str]:
-    return set(Event.objects.filter(type=type, created_at__gte=since).values_list("subject", flat=True).distinct())
+    """Subjects of the events of `type` recorded since about `since`.
+
+    A walk back from the newest id to the first older event, then a primary-key range: no index
+    on the time (one index less on the claim path). created_at is set just before the insert, so
+    the boundary is approximate by a moment; the callers are sweeps with a wide window.
+    """
+    boundary = Event.objects.filter(created_at__lt=since).order_by("-id").values_list("id", flat=True).first() or 0
+    return set(Event.objects.filter(id__gt=boundary, type=type).values_list("subject", flat=True).distinct())
 
 
 def event_keys_recorded(*, keys: list[str]) -> set[str]:

@@ -31,7 +31,7 @@ _EVENT_TABLE = Event._meta.db_table
 _INSERT_EVENT = f"""
     INSERT INTO {_EVENT_TABLE} (type, group_id, subject, data, created_at, unique_key)
     VALUES (%s, %s, %s, %s, %s, %s)
-    ON CONFLICT (unique_key) DO NOTHING
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
     RETURNING id
 """
 
