@@ -151,8 +151,8 @@ def make_raw_claimer():
                 params["balance"] = cur.fetchone()[0]
                 cur.execute(RAW_CLAIM[3], params)
                 cur.execute(RAW_CLAIM[4], params)
-                params["group"] = context[10]
-                params["event"] = Jsonb({"packet": str(packet_id), "group": str(context[10]), "claim": {
+                params["group"] = context[12]
+                params["event"] = Jsonb({"packet": str(packet_id), "group": str(context[12]), "claim": {
                     "user": f"user-{user_id}", "amount": params["amount"], "claimed_at": datetime.now(UTC).isoformat()}})
                 cur.execute(RAW_CLAIM[5], params)
             cur.execute(RAW_CLAIM[6], params)
