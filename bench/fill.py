@@ -90,9 +90,9 @@ def fill_packets(*, count: int, shares: int, claimed: int, group_id: uuid.UUID, 
             WHERE a.id = d.account
         """, params)
         cursor.execute("""
-            INSERT INTO redpackets_packet (id, group_id, sender_id, recipient_id, kind, greeting, currency,
+            INSERT INTO redpackets_packet (id, group_id, sender_id, recipient_id, kind, greeting, hint, currency,
                 total_amount, share_count, escrow_account_id, created_at, expires_at, settled_at, refunded_amount)
-            SELECT id, %(group)s::uuid, sender, NULL, 'fixed', '', 'CNY', %(shares)s * %(share)s, %(shares)s,
+            SELECT id, %(group)s::uuid, sender, NULL, 'fixed', '', '', 'CNY', %(shares)s * %(share)s, %(shares)s,
                    %(escrow)s, %(created)s, expires_at, NULL, 0
             FROM fill_packet
         """, params)

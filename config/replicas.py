@@ -1,9 +1,12 @@
 """Read replicas: read-only endpoints read from DATABASE_REPLICA_URL, everything else from the primary.
 
-- A view opts in with `ReadsFromReplica` (packet view, group packet lists, history;
-  the events feed should too): its GET requests run their queries after
+- A view opts in with `ReadsFromReplica` (packet view, group packet lists, history):
+  its GET requests run their queries after
   authentication on the replica. Authentication itself, every write and every
   request of other views (sends, claims, topups, the wallet balance) use the primary.
+  The events feed stays on the primary for now: it assigns feed positions
+  (`events_relay()`) before it reads; once the relay worker alone does that, the
+  feed view can take the mixin.
 - Read-your-writes: a user who made any non-GET request reads from the primary for
   the next REPLICA_READ_YOUR_WRITES_SECONDS (default 5 s), remembered in the shared
   cache, so their own claim or send is in what they read next, whichever web

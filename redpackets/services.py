@@ -21,9 +21,28 @@ from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from config.errors import NotFound, NotRecipient, PacketExhausted, PacketExpired, PermissionDenied, ValidationFailed
-from redpackets import allocation
-from redpackets.models import ChatGroup, GroupMembership, Packet, PacketKind, Share
+from config.errors import (
+    NotFound,
+    NotRecipient,
+    PacketExhausted,
+    PacketExpired,
+    PassphraseLocked,
+    PermissionDenied,
+    ValidationFailed,
+    WrongPassphrase,
+)
+from events.models import EventType
+from events.selectors import event_keys_recorded, event_subjects_since
+from redpackets import allocation, event_payloads, passphrases
+from redpackets.models import (
+    PASSPHRASE_MAX_WRONG_TRIES,
+    ChatGroup,
+    GroupMembership,
+    PassphraseAttempt,
+    Packet,
+    PacketKind,
+    Share,
+)
 from wallets.ledger import db_value, ledger_post, system_account
 from wallets.models import Account, AccountKind, LedgerTransaction, SystemAccount, TransactionKind
 from wallets.services import wallet_get_or_create
@@ -47,9 +66,11 @@ def _users_by_username(usernames: list[str], field: str) -> list[AbstractBaseUse
 def group_create(*, owner: AbstractBaseUser, name: str, member_usernames: list[str]) -> ChatGroup:
     members = _users_by_username(member_usernames, "members")
     group = ChatGroup.objects.create(name=name, owner=owner)
-    GroupMembership.objects.bulk_create(
-        [GroupMembership(group=group, user=user) for user in [owner, *(m for m in members if m.pk != owner.pk)]]
-    )
+    joined = [owner, *(m for m in members if m.pk != owner.pk)]
+    GroupMembership.objects.bulk_create([GroupMembership(group=group, user=user) for user in joined])
+    # One group.member_added per member, the owner first: the events alone tell the whole roster.
+    for user in joined:
+        event_payloads.record_member_added(group_id=group.id, username=user.username)
     return group
 
 
@@ -61,7 +82,10 @@ def group_add_member(*, group_id: uuid.UUID, actor: AbstractBaseUser, username: 
     if group.owner_id != actor.pk:
         raise PermissionDenied("Only the group's owner can add members.")
     (user,) = _users_by_username([username], "username")
-    _, created = GroupMembership.objects.get_or_create(group=group, user=user)
+    with transaction.atomic():
+        _, created = GroupMembership.objects.get_or_create(group=group, user=user)
+        if created:
+            event_payloads.record_member_added(group_id=group.id, username=user.username)
     return created
 
 
@@ -78,8 +102,13 @@ def packet_send(
     share_amount: int | None = None,
     greeting: str = "",
     recipient_username: str | None = None,
+    passphrase: str | None = None,
+    hint: str = "",
 ) -> Packet:
-    """Fund a packet for a group. The caller has verified the sender's PIN."""
+    """Fund a packet for a group. The caller has verified the sender's PIN.
+
+    A `passphrase` makes members answer it to claim; only its HMAC is kept.
+    """
     members = GroupMembership.objects.filter(group=OuterRef("pk")).order_by().values("group")
     group = (
         ChatGroup.objects.filter(id=group_id, memberships__user=sender)
@@ -103,7 +132,18 @@ def packet_send(
         if share_count != 1:
             raise ValidationFailed.on("share_count", "An exclusive packet has exactly one share.")
 
+    passphrase_hmac = None
+    if passphrase is not None:
+        if not 1 <= len(passphrase.strip()) <= passphrases.MAX_LENGTH or not passphrases.normalise(passphrase):
+            raise ValidationFailed.on(
+                "passphrase", f"A passphrase is 1 to {passphrases.MAX_LENGTH} characters, not counting surrounding blanks."
+            )
+        passphrase_hmac = passphrases.passphrase_hmac(passphrase)
+    elif hint:
+        raise ValidationFailed.on("hint", "A hint goes with a passphrase.")
+
     cap = settings.REDPACKET_MAX_SHARE
+    seed = None
     if kind == PacketKind.RANDOM:
         if total_amount is None:
             raise ValidationFailed.on("total_amount", "A random packet needs total_amount.")
@@ -113,7 +153,8 @@ def packet_send(
                 f"total_amount must be between {share_count} and {share_count * cap} "
                 f"for {share_count} shares (1 to {cap} each).",
             )
-        amounts = allocation.split_random(total=total_amount, share_count=share_count, cap=cap)
+        seed = allocation.new_seed()
+        amounts = allocation.split_random(total=total_amount, share_count=share_count, cap=cap, seed=seed)
     else:
         if share_amount is None:
             raise ValidationFailed.on("share_amount", "A fixed packet needs share_amount.")
@@ -148,10 +189,16 @@ def packet_send(
             escrow_account=escrow,
             created_at=now,
             expires_at=now + timedelta(seconds=settings.REDPACKET_TTL_SECONDS),
+            split_seed=seed,
+            share_cap=cap if seed is not None else None,
+            passphrase_hmac=passphrase_hmac,
+            hint=hint,
         )
+        # Share i of the split is share number i: claims take the lowest free number first.
         Share.objects.bulk_create(
             [Share(packet=packet, seq=seq, amount=amount) for seq, amount in enumerate(amounts)]
         )
+        event_payloads.record_packet_sent(packet_id=packet.id, group_id=group.id)
     return packet
 
 
@@ -219,7 +266,14 @@ _CLAIM_CONTEXT = f"""
              WHERE a.user_id = %(user)s AND a.kind = '{AccountKind.WALLET}') AS wallet_id,
            s.amount AS my_amount, s.claimed_at AS my_claimed_at, p.settled_at,
            EXISTS (SELECT 1 FROM {_SHARE_TABLE} f
-                   WHERE f.packet_id = p.id AND f.claimed_by_id IS NULL AND NOT f.refunded) AS has_free_share
+                   WHERE f.packet_id = p.id AND f.claimed_by_id IS NULL AND NOT f.refunded) AS has_free_share,
+           p.passphrase_hmac,
+           -- Looked up only for a packet with a passphrase (a CASE evaluates its subquery lazily).
+           CASE WHEN p.passphrase_hmac IS NOT NULL THEN
+               (SELECT t.wrong_tries FROM {PassphraseAttempt._meta.db_table} t
+                 WHERE t.packet_id = p.id AND t.user_id = %(user)s)
+           END AS my_wrong_tries,
+           p.group_id
     FROM {Packet._meta.db_table} p
     LEFT JOIN {_SHARE_TABLE} s ON s.packet_id = p.id AND s.claimed_by_id = %(user)s
     WHERE p.id = %(packet)s
@@ -238,10 +292,14 @@ class _ClaimContext:
     my_claimed_at: datetime | None
     settled_at: datetime | None
     has_free_share: bool
+    passphrase_hmac: bytes | None
+    my_wrong_tries: int | None
+    group_id: uuid.UUID
 
     def __post_init__(self):
         # SQLite hands back text and naive datetimes; PostgreSQL typed values.
         object.__setattr__(self, "id", uuid.UUID(str(self.id)))
+        object.__setattr__(self, "group_id", uuid.UUID(str(self.group_id)))
         object.__setattr__(self, "expires_at", _as_datetime(self.expires_at))
 
 
@@ -254,8 +312,11 @@ def _as_datetime(value):
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult:
-    """Claim one share of a packet for `user`; a repeat returns the first claim."""
+def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser, passphrase: str | None = None) -> ClaimResult:
+    """Claim one share of a packet for `user`; a repeat returns the first claim.
+
+    `passphrase` is the member's answer, for a packet with one (ignored otherwise).
+    """
     # One read answers every question asked before the money moves.
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_CONTEXT, {"packet": db_value(Packet, "id", packet_id), "user": user.pk})
@@ -279,6 +340,9 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult
         # transaction would reach, without taking and releasing row locks for it. Most
         # claimers of a hot packet end here.
         raise _no_free_share(settled=packet.settled_at is not None)
+    if packet.passphrase_hmac is not None:
+        # After the no-free-share answer: a try on a packet with nothing left is no try.
+        _passphrase_check(packet, user=user, passphrase=passphrase)
     wallet_id = packet.wallet_id or wallet_get_or_create(user=user).id
 
     transaction_id = uuid.uuid4()
@@ -311,6 +375,13 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult
                         created_by_id=user.pk,
                         transaction_id=transaction_id,
                     )
+                    event_payloads.record_packet_claimed(
+                        packet_id=packet.id, group_id=packet.group_id, username=user.username, amount=amount,
+                        claimed_at=now,
+                    )
+                    # After commit, this claimer sees every claim that committed before it: the last one
+                    # to commit sees no free share and records packet.finished.
+                    transaction.on_commit(lambda: packet_finish_if_claimed(packet_id=packet.id), robust=True)
                 break
             except _EveryFreeShareBusy:
                 continue  # rolled back; now wait for the shares in flight
@@ -321,6 +392,46 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult
             raise
         return previous
     return ClaimResult(packet_id=packet.id, amount=amount, claimed_at=now, created=True)
+
+
+_ATTEMPT_TABLE = PassphraseAttempt._meta.db_table
+# One statement counts a wrong try: concurrent tries of a member take turns on the
+# row, and none counts past the lock (the CHECK on wrong_tries backs this up).
+_COUNT_WRONG_TRY = f"""
+    INSERT INTO {_ATTEMPT_TABLE} (packet_id, user_id, wrong_tries, last_tried_at) VALUES (%s, %s, 1, %s)
+    ON CONFLICT (packet_id, user_id) DO UPDATE
+        SET wrong_tries = {_ATTEMPT_TABLE}.wrong_tries + 1, last_tried_at = excluded.last_tried_at
+        WHERE {_ATTEMPT_TABLE}.wrong_tries < {PASSPHRASE_MAX_WRONG_TRIES}
+    RETURNING wrong_tries
+"""
+
+
+def _passphrase_check(packet: _ClaimContext, *, user: AbstractBaseUser, passphrase: str | None) -> None:
+    """Let a member with the right passphrase through; count a wrong one (committed on its own).
+
+    The PASSPHRASE_MAX_WRONG_TRIES-th wrong try locks the member out of the packet,
+    the right passphrase included. A missing one is no try: a client that does not
+    know passphrases yet must not lock its user out.
+    """
+    if (packet.my_wrong_tries or 0) >= PASSPHRASE_MAX_WRONG_TRIES:
+        raise PassphraseLocked()
+    if passphrase is None or not passphrase.strip():
+        raise WrongPassphrase()
+    if passphrases.passphrase_matches(passphrase, packet.passphrase_hmac):
+        return
+    now = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            _COUNT_WRONG_TRY,
+            [db_value(Packet, "id", packet.id), user.pk, db_value(PassphraseAttempt, "last_tried_at", now)],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise PassphraseLocked()  # concurrent wrong tries locked the member out since the read
+    left = PASSPHRASE_MAX_WRONG_TRIES - row[0]
+    if left == 0:
+        raise WrongPassphrase("The passphrase is wrong; you are now locked out of this packet.")
+    raise WrongPassphrase(f"The passphrase is wrong; {left} {'try' if left == 1 else 'tries'} left.")
 
 
 def _claim_of(packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult | None:
@@ -374,7 +485,49 @@ def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int |
                 memo=f"{len(refunded)} unclaimed share{'' if len(refunded) == 1 else 's'}",
             )
         Packet.objects.filter(id=packet.id).update(settled_at=now, refunded_amount=amount)
+        # Every claim has committed (the share locks above waited for those in flight): the packet's end
+        # comes after all of them. With nothing to refund every share was claimed: finished, not expired.
+        event_payloads.record_packet_end(
+            packet_id=packet.id, group_id=packet.group_id,
+            type=EventType.PACKET_EXPIRED if refunded else EventType.PACKET_FINISHED,
+        )
         return amount
+
+
+_ANY_FREE_SHARE = (
+    f"SELECT EXISTS (SELECT 1 FROM {_SHARE_TABLE} WHERE packet_id = %s AND claimed_by_id IS NULL AND NOT refunded)"
+)
+
+
+def packet_finish_if_claimed(*, packet_id: uuid.UUID) -> bool:
+    """Record packet.finished once every share is claimed; True when this call recorded it.
+
+    Runs after a claim commits (and from the sweep `redpackets.tasks.finish_claimed_packets`),
+    so the finished event is inserted after every packet.claimed of the packet has committed.
+    The events' unique key keeps it to one end per packet, whoever gets there first.
+    """
+    # Plain SQL: every paying claim runs this after commit. The partial index of free shares answers it.
+    with connection.cursor() as cursor:
+        cursor.execute(_ANY_FREE_SHARE, [db_value(Packet, "id", packet_id)])
+        if cursor.fetchone()[0]:
+            return False
+    free = Share.objects.filter(packet_id=packet_id, claimed_by__isnull=True)
+    with transaction.atomic():
+        packet = Packet.objects.filter(id=packet_id).values("group_id").first()
+        if packet is None or free.exists():  # refunded shares: the expiry ended it
+            return False
+        return event_payloads.record_packet_end(
+            packet_id=packet_id, group_id=packet["group_id"], type=EventType.PACKET_FINISHED
+        )
+
+
+def packets_finish_claimed(*, since: datetime) -> int:
+    """packet_finish_if_claimed for every packet claimed since `since` that has no end yet."""
+    packet_ids = event_subjects_since(type=EventType.PACKET_CLAIMED, since=since)
+    ended = event_keys_recorded(keys=[event_payloads.packet_end_key(p) for p in packet_ids])
+    return sum(
+        packet_finish_if_claimed(packet_id=uuid.UUID(p)) for p in packet_ids if event_payloads.packet_end_key(p) not in ended
+    )
 
 
 def packet_take_due(*, skip: set[uuid.UUID] = frozenset()) -> uuid.UUID | None:

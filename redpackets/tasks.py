@@ -2,12 +2,17 @@
 
 import logging
 import time
+from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
-from redpackets.services import packet_refund_expired, packet_take_due, packets_due_count
+from redpackets.services import packet_refund_expired, packet_take_due, packets_due_count, packets_finish_claimed
+
+# Packets with a claim this recent are checked; an older one ends at the latest with its expiry refund.
+FINISH_SWEEP_WINDOW = timedelta(minutes=10)
 
 logger = logging.getLogger(__name__)
 
@@ -48,3 +53,9 @@ def refund_expired_packets(fan_out: bool = False) -> int:
     if settled:
         logger.info("Settled %d expired packets", settled)
     return settled
+
+
+@shared_task(acks_late=True)
+def finish_claimed_packets() -> int:
+    """Record packet.finished for packets claimed recently whose last claimer did not (it died after commit)."""
+    return packets_finish_claimed(since=timezone.now() - FINISH_SWEEP_WINDOW)
