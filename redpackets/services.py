@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from config.errors import NotFound, NotRecipient, PacketExhausted, PacketExpired, PermissionDenied, ValidationFailed
+from config.metrics import claim_counted, refund_counted, send_counted
 from redpackets import allocation
 from redpackets.models import ChatGroup, GroupMembership, Packet, PacketKind, Share
 from wallets.ledger import db_value, ledger_post, system_account
@@ -67,6 +68,7 @@ def group_add_member(*, group_id: uuid.UUID, actor: AbstractBaseUser, username: 
 # --- Sending ----------------------------------------------------------------------
 
 
+@send_counted
 def packet_send(
     *,
     sender: AbstractBaseUser,
@@ -247,6 +249,7 @@ def _as_datetime(value):
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+@claim_counted
 def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult:
     """Claim one share of a packet for `user`; a repeat returns the first claim."""
     # One read answers every question asked before the money moves.
@@ -331,6 +334,7 @@ def _no_free_share(*, settled: bool) -> Exception:
 # --- Expiry -----------------------------------------------------------------------
 
 
+@refund_counted
 def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int | None:
     """Settle one packet past its expiry: return its free shares to the sender, once.
 

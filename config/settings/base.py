@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "wallets",
     "redpackets",
+    "observability",
 ]
 
 MIDDLEWARE = [
@@ -248,6 +249,19 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 1800},
     },
 }
+
+# --- Operating it: /healthz, /readyz, /metrics (the observability app) ------------
+# Prometheus multiprocess mode: each gunicorn worker and Celery process writes its
+# counters under this directory and /metrics sums them. Set here, before anything
+# imports prometheus_client (config/metrics.py); config/gunicorn.py clears the files
+# of processes that are gone when the web server starts.
+METRICS_DIR = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics")))
+METRICS_DIR.mkdir(parents=True, exist_ok=True)
+# Bearer token for GET /metrics; empty: open (local run). Production requires one.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_TOKEN_REQUIRED = False
+# /readyz answers within about twice this even when Redis hangs.
+READINESS_TIMEOUT_SECONDS = float(os.environ.get("READINESS_TIMEOUT_SECONDS", "0.5"))
 
 LOGGING = {
     "version": 1,
