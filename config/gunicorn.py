@@ -1,11 +1,14 @@
 """Gunicorn's settings for the Procfile's web process: `gunicorn -c config/gunicorn.py config.wsgi:application`."""
 
+import importlib
+import logging.config
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gunicorn import glogging  # noqa: E402
 from prometheus_client import multiprocess  # noqa: E402
 
 from config.settings.base import METRICS_DIR, env_int  # noqa: E402  (sets PROMETHEUS_MULTIPROC_DIR)
@@ -27,6 +30,21 @@ limit_request_field_size = 8190
 control_socket_disable = True
 # One structured access line per request comes from the application (config/logging.py).
 accesslog = None
+
+
+class StructuredLogger(glogging.Logger):
+    """gunicorn's own lines (start, worker boot and exit, timeouts) in the application's log format."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        settings = importlib.import_module(os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base"))
+        logging.config.dictConfig(settings.LOGGING)
+        for handler in list(self.error_log.handlers):
+            self.error_log.removeHandler(handler)
+        self.error_log.propagate = True
+
+
+logger_class = StructuredLogger
 
 
 def on_starting(server):

@@ -3,11 +3,15 @@
 Everything a deployment changes comes from the environment (see README's table).
 """
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+
+from config.error_reporting import error_reporting_init
+from config.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -47,6 +51,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.logging.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -263,9 +268,17 @@ METRICS_TOKEN_REQUIRED = False
 # /readyz answers within about twice this even when Redis hangs.
 READINESS_TIMEOUT_SECONDS = float(os.environ.get("READINESS_TIMEOUT_SECONDS", "0.5"))
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-}
+# Logs (config/logging.py): "console" lines for a person at `make run`, "json" (the
+# production default) for a log pipeline; either way with the request id on every line.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "console")
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL)
+# Peers (addresses or networks, comma-separated) whose X-Request-ID is kept, e.g. the load balancer.
+REQUEST_ID_TRUSTED_PROXIES = [
+    ipaddress.ip_network(p.strip(), strict=False)
+    for p in os.environ.get("REQUEST_ID_TRUSTED_PROXIES", "").split(",") if p.strip()
+]
+# Errors to Sentry when SENTRY_DSN is set (config/error_reporting.py); nothing otherwise.
+error_reporting_init()
+# Celery logs through the same handlers instead of installing its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
