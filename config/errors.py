@@ -8,7 +8,10 @@ the service answers with an HTML error page.
 
 import logging
 
+import psycopg.errors
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.db import OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -105,6 +108,31 @@ class NotRecipient(ServiceError):
     default_message = "This packet is for someone else."
 
 
+class ServiceUnavailable(ServiceError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "service_unavailable"
+    default_message = "The service is busy; nothing was changed. Try again in a moment."
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "payload_too_large"
+    default_message = "The request body is too large."
+
+
+# PostgreSQL gave up waiting (lock_timeout, statement_timeout): the transaction rolled back whole.
+_DATABASE_TIMEOUTS = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+
+
+def as_service_error(exc: Exception) -> ServiceError | None:
+    """The envelope error for an exception raised below the services, or None when it is a real failure."""
+    if isinstance(exc, OperationalError) and isinstance(exc.__cause__, _DATABASE_TIMEOUTS):
+        return ServiceUnavailable()
+    if isinstance(exc, RequestDataTooBig):
+        return PayloadTooLarge()
+    return None
+
+
 # Codes for DRF's own exceptions, by class; the first match wins.
 _DRF_CODES: list[tuple[type[exceptions.APIException], int, str]] = [
     (exceptions.ValidationError, 400, "validation_error"),
@@ -151,8 +179,13 @@ def _first_message(fields: dict[str, list[str]]) -> str:
 def api_exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: every exception becomes the envelope."""
     headers = {}
+    mapped = as_service_error(exc)
+    if isinstance(mapped, ServiceUnavailable):
+        logger.warning("PostgreSQL gave up waiting (%s): answered 503", type(exc.__cause__).__name__)
+        headers["Retry-After"] = "1"
+    exc = mapped or exc
     if isinstance(exc, ServiceError):
-        return Response(envelope(exc.code, exc.message, exc.fields), status=exc.status_code)
+        return Response(envelope(exc.code, exc.message, exc.fields), status=exc.status_code, headers=headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

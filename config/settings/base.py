@@ -99,6 +99,23 @@ DATABASES = {
 # Switch off behind a transaction-pooling PgBouncer, which cannot keep them.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_PREPARED_STATEMENTS", True):
     DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
+# Nothing waits on PostgreSQL forever (web and worker alike; a process may set its own):
+# a statement, a lock wait and a transaction left open by a stuck or dead client are
+# ended by the server, and TCP keepalives notice a peer that vanished. A lock or
+# statement timeout answers 503 service_unavailable (config/errors.py). Behind a
+# transaction-pooling PgBouncer, set these on the role instead (ALTER ROLE ... SET).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _timeouts = {
+        "statement_timeout": env_int("DB_STATEMENT_TIMEOUT_MS", 20_000),
+        "lock_timeout": env_int("DB_LOCK_TIMEOUT_MS", 10_000),
+        "idle_in_transaction_session_timeout": env_int("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 60_000),
+    }
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = " ".join(
+        [_options.get("options", ""), *(f"-c {name}={ms}" for name, ms in _timeouts.items())]
+    ).strip()
+    _options.setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5))
+    _options.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
