@@ -1,7 +1,8 @@
 """Optional error reporting to Sentry: on when SENTRY_DSN is set, nothing at all otherwise.
 
-Events never carry a request body (sentry-sdk leaves out user details by default) (PINs, passwords and passphrases travel in bodies),
-cookies or user details, and the scrubber also blanks our own secret-looking keys.
+Events never carry a request body (PINs, passwords and passphrases travel in bodies),
+cookies or user details (sentry-sdk's default), and the scrubber also blanks our own
+secret-looking keys.
 """
 
 import os
