@@ -12,7 +12,7 @@ import psycopg.errors
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import OperationalError
-from django.http import Http404, JsonResponse
+from django.http import Http404, JsonResponse, UnreadablePostError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -130,6 +130,8 @@ def as_service_error(exc: Exception) -> ServiceError | None:
         return ServiceUnavailable()
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLarge()
+    if isinstance(exc, UnreadablePostError):  # the client stopped sending its body (API_BODY_READ_TIMEOUT_SECONDS)
+        return ValidationFailed("The request body stopped arriving before it was complete.")
     return None
 
 

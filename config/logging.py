@@ -33,13 +33,20 @@ def _redact(value, depth: int = 0):
         return value
     if isinstance(value, dict):
         return {k: REDACTED if SECRET_KEYS.search(str(k)) else _redact(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list):
         return [_redact(v, depth + 1) for v in value]
     return value
 
 
 def redact_secrets(logger, method_name, event_dict):
-    return {k: REDACTED if SECRET_KEYS.search(k) and k != "event" else _redact(v) for k, v in event_dict.items()}
+    """Values of secret-looking keys, at any depth of dicts and lists, become [redacted]."""
+    return {
+        k: REDACTED if SECRET_KEYS.search(k) and k not in _STRUCTLOG_KEYS else _redact(v) if k not in _STRUCTLOG_KEYS else v
+        for k, v in event_dict.items()
+    }
+
+
+_STRUCTLOG_KEYS = {"event", "exc_info", "stack_info", "_record", "_from_structlog"}
 
 
 def _shared_processors() -> list:
@@ -67,10 +74,11 @@ def logging_config(*, fmt: str, level: str) -> dict:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+    # Tracebacks as plain text, never with the frames' local variables (a request's PIN is one).
     if fmt == "json":
-        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        renderer = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        renderer = [structlog.dev.ConsoleRenderer(colors=False)]
+        renderer = [structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)]
     return {
         "version": 1,
         "disable_existing_loggers": False,

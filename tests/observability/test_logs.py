@@ -3,6 +3,8 @@ proxy, carried into Celery tasks; and no PIN, password or token in any line of a
 
 import ipaddress
 import json
+import logging
+import sys
 import time
 import uuid
 
@@ -11,6 +13,7 @@ import requests
 import structlog
 from django.test import override_settings
 
+from config.logging import logging_config
 from redpackets.tasks import refund_expired_packets
 
 LOCALHOST = [ipaddress.ip_network("127.0.0.1/32")]
@@ -117,3 +120,26 @@ def test_a_whole_run_logs_json_with_request_ids_and_no_secret(stack):
         output = proc.output()
         leaked = [secret for secret in secrets if secret in output]
         assert not leaked, f"{proc.name} logged {leaked}"
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_logged_traceback_shows_no_local_variable_and_no_secret_key(fmt):
+    # Given the service's log formatter
+    config = logging_config(fmt=fmt, level="INFO")["formatters"]["structured"]
+    formatter = config.pop("()")(**config)
+
+    # When an error is logged from a frame holding a PIN, with a token passed as an extra field
+    def verify(pin):
+        raise ValueError("PIN check failed")
+
+    pin = "".join(reversed("813579"))  # not spelled out on the line the traceback quotes
+    try:
+        verify(pin)
+    except ValueError:
+        record = logging.getLogger("test").makeRecord(
+            "test", logging.ERROR, __file__, 1, "Unhandled error", (), sys.exc_info(), extra={"token": "tok-5e5e5e"})
+    line = formatter.format(record)
+
+    # Then the traceback is there, the values are not
+    assert "ValueError: PIN check failed" in line
+    assert "975318" not in line and "tok-5e5e5e" not in line
