@@ -80,3 +80,22 @@ def drop_trailing_slash_aliases(endpoints, **kwargs):
         for path, path_regex, method, callback in endpoints
         if not (path.startswith("/api/v1/") and path.endswith("/"))
     ]
+
+
+# Errors any operation can meet before or beneath its own code (config/request_limits.py, config/errors.py).
+PAYLOAD_TOO_LARGE = (413, "payload_too_large")
+SERVICE_UNAVAILABLE = (503, "service_unavailable")
+
+
+def add_operational_errors(result, generator, request, public):
+    """POSTPROCESSING hook: 413 on every operation that takes a body, 503 (a database timeout) on every one."""
+    envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+    for item in result.get("paths", {}).values():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            cases = [SERVICE_UNAVAILABLE] + ([PAYLOAD_TOO_LARGE] if "requestBody" in operation else [])
+            for status, code in cases:
+                operation["responses"].setdefault(
+                    str(status), {"description": f"Error codes: `{code}`", "content": envelope})
+    return result

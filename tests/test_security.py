@@ -745,3 +745,56 @@ def test_odd_content_types_are_refused_cleanly_on_every_endpoint(every_operation
                                                                        "not_authenticated"})
         else:
             assert_clean_refusal(response, {200, 201, 204, 401, 403, 405})
+
+
+def _raw_request(port: int, head: bytes, body_parts: list[bytes], pause: float) -> tuple[bytes, float]:
+    """Sends the head, then each body part after `pause` seconds; the whole answer and when it came."""
+    import socket
+    import time
+
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        for part in body_parts:
+            time.sleep(pause)
+            sock.sendall(part)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer and len(answer.split(b"\r\n\r\n", 1)[1]) >= int(
+                    answer.split(b"Content-Length: ", 1)[1].split(b"\r\n", 1)[0]):
+                break
+    return answer, time.monotonic() - started
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_slow_bodies_hold_no_thread_for_long_and_a_slow_but_steady_one_still_succeeds(stack):
+    # Given the web server as deployed (1 worker, 4 threads), a body read timeout of 1 s
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    stack.web(workers=1, WEB_THREADS="4", API_BODY_READ_TIMEOUT_SECONDS="1")
+    body = json.dumps({"username": f"slow-{uuid.uuid4().hex[:6]}", "password": "Slow-but-steady-42"}).encode()
+    head = (b"POST /api/v1/auth/register HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+
+    # When 6 clients send the head and one byte of the body, then nothing (more than the threads), while a
+    # seventh sends its whole body a few bytes at a time, 0.3 s apart
+    with ThreadPoolExecutor(8) as pool:
+        stalled = [pool.submit(_raw_request, stack.port, head, [body[:1]], 0.1) for _ in range(6)]
+        steady = pool.submit(_raw_request, stack.port, head, [body[i:i + 8] for i in range(0, len(body), 8)], 0.3)
+        stalled_answers = [f.result() for f in stalled]
+        after = requests.get(stack.url("/healthz"), timeout=10)
+        steady_answer, steady_took = steady.result()
+
+    # Then each stalled client got a clean 400 about a second after its last byte, the server kept serving,
+    # and the slow but steady client registered
+    for answer, took in stalled_answers:
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b'"code":"validation_error"' in answer and b"stopped arriving" in answer
+        assert took < 10
+    assert after.status_code == 200
+    assert steady_answer.startswith(b"HTTP/1.1 201"), steady_answer[:300]
+    assert steady_took > 1  # longer in all than the read timeout: the timeout is per read, as nginx's

@@ -217,6 +217,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayOperationId": True},
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["config.schema.drop_trailing_slash_aliases"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.schema.add_operational_errors"],
     "ENUM_NAME_OVERRIDES": {
         "PacketKindEnum": "redpackets.models.PacketKind",
         "PacketStatusEnum": "redpackets.models.PacketStatus",
