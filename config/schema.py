@@ -91,7 +91,7 @@ def add_operational_errors(result, generator, request, public):
     """POSTPROCESSING hook: 413 on every operation that takes a body, 503 (a database timeout) on every one."""
     envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
     for item in result.get("paths", {}).values():
-        for method, operation in item.items():
+        for operation in item.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             cases = [SERVICE_UNAVAILABLE] + ([PAYLOAD_TOO_LARGE] if "requestBody" in operation else [])
