@@ -1,4 +1,4 @@
-"""The one error envelope of the API: {"error": {"code", "message", "fields"}}.
+"""The one error envelope of the API: {"error": {"code", "message", "fields"[, "details"]}}.
 
 Services raise ServiceError subclasses (a stable code, an HTTP status and a human
 message); this module turns those, DRF's own exceptions and anything unexpected
@@ -7,13 +7,14 @@ the service answers with an HTML error page.
 """
 
 import logging
+from datetime import datetime
 
 import psycopg.errors
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import OperationalError
 from django.http import Http404, JsonResponse, UnreadablePostError
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
@@ -26,9 +27,13 @@ class ServiceError(Exception):
     code = "validation_error"
     default_message = "The request was refused."
 
-    def __init__(self, message: str | None = None, *, fields: dict[str, list[str]] | None = None):
+    def __init__(
+        self, message: str | None = None, *, fields: dict[str, list[str]] | None = None, details: dict | None = None
+    ):
         self.message = message or self.default_message
         self.fields = fields or {}
+        # Machine-readable facts beyond the code (config.schema.ERROR_DETAILS documents them by code).
+        self.details = details or {}
         super().__init__(self.message)
 
 
@@ -89,6 +94,12 @@ class PinLocked(ServiceError):
     code = "pin_locked"
     default_message = "Too many wrong PINs; try again later."
 
+    def __init__(self, *, locked_until: datetime):
+        super().__init__(
+            f"Too many wrong PINs; try again after {locked_until.isoformat()}.",
+            details={"locked_until": serializers.DateTimeField().to_representation(locked_until)},
+        )
+
 
 class PacketExhausted(ServiceError):
     status_code = status.HTTP_409_CONFLICT
@@ -106,6 +117,18 @@ class NotRecipient(ServiceError):
     status_code = status.HTTP_403_FORBIDDEN
     code = "not_recipient"
     default_message = "This packet is for someone else."
+
+
+class WrongPassphrase(ServiceError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "wrong_passphrase"
+    default_message = "This packet needs its passphrase."
+
+
+class PassphraseLocked(ServiceError):
+    status_code = status.HTTP_423_LOCKED
+    code = "passphrase_locked"
+    default_message = "Too many wrong passphrases; you are locked out of this packet."
 
 
 class ServiceUnavailable(ServiceError):
@@ -150,8 +173,11 @@ _DRF_CODES: list[tuple[type[exceptions.APIException], int, str]] = [
 ]
 
 
-def envelope(code: str, message: str, fields: dict | None = None) -> dict:
-    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+def envelope(code: str, message: str, fields: dict | None = None, details: dict | None = None) -> dict:
+    error = {"code": code, "message": message, "fields": fields or {}}
+    if details:
+        error["details"] = details  # an optional key, only where a code has details
+    return {"error": error}
 
 
 def _flatten_fields(detail, prefix: str = "") -> dict[str, list[str]]:
@@ -187,7 +213,8 @@ def api_exception_handler(exc, context):
         headers["Retry-After"] = "1"
     exc = mapped or exc
     if isinstance(exc, ServiceError):
-        return Response(envelope(exc.code, exc.message, exc.fields), status=exc.status_code, headers=headers)
+        return Response(envelope(exc.code, exc.message, exc.fields, exc.details), status=exc.status_code,
+                        headers=headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

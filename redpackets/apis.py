@@ -3,7 +3,13 @@
 from django.conf import settings
 from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
@@ -18,9 +24,11 @@ from config.errors import (
     NotRecipient,
     PacketExhausted,
     PacketExpired,
+    PassphraseLocked,
     PermissionDenied,
     PinLocked,
     PinNotSet,
+    WrongPassphrase,
 )
 from config.fields import StrictCharField, StrictIntegerField, StrictUUIDField
 from config.pagination import NewestFirstCursorPagination
@@ -52,6 +60,19 @@ class ClaimSerializer(serializers.Serializer):
     amount = serializers.IntegerField()
     claimed_at = serializers.DateTimeField()
     best_luck = serializers.BooleanField()
+    share_index = serializers.IntegerField(
+        allow_null=True, min_value=0,
+        help_text="v1.1: the number of the share this claim took (shares[share_index] of the proof); "
+        "null until the proof is published.",
+    )
+
+
+@extend_schema_serializer(component_name="SplitProof")
+class SplitProofSerializer(serializers.Serializer):
+    algorithm = serializers.ChoiceField(choices=["rp-split-v1"])
+    seed = serializers.RegexField(r"^[0-9a-f]{64}$", help_text="The 32-byte seed, as 64 lowercase hex digits.")
+    cap = serializers.IntegerField(min_value=1, help_text="The per-share cap in force at send.")
+    shares = serializers.ListField(child=serializers.IntegerField(min_value=1), help_text="Share 0, 1, ... in order.")
 
 
 class MyClaimSerializer(serializers.Serializer):
@@ -80,6 +101,18 @@ class PacketOutputSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
     claims = ClaimSerializer(many=True)
     my_claim = MyClaimSerializer(allow_null=True)
+    # v1.1
+    commitment = serializers.RegexField(
+        r"^sha256:[0-9a-f]{64}$", allow_null=True,
+        help_text="v1.1, random packets (null for fixed): SHA-256 over the packet's terms and its split's seed, "
+        "fixed at send; recompute it from the proof (docs/verifiable-split.md).",
+    )
+    proof = SplitProofSerializer(
+        allow_null=True,
+        help_text="v1.1: the seed and every share of a random packet, once it is finished or expired; null before.",
+    )
+    has_passphrase = serializers.BooleanField(help_text="v1.1: claims must carry the packet's passphrase.")
+    hint = serializers.CharField(source="packet.hint", help_text='v1.1: the sender\'s clue to the passphrase; "" when none.')
 
 
 class GroupsApi(ListAPIView):
@@ -93,6 +126,7 @@ class GroupsApi(ListAPIView):
 
     @extend_schema(
         operation_id="groups_list",
+        summary="Your groups",
         tags=["groups"],
         description="The groups the caller is a member of, newest first.",
         responses={200: GroupOutputSerializer(many=True), **schema.errors(*schema.LIST_ERRORS)},
@@ -110,9 +144,11 @@ class GroupsApi(ListAPIView):
 
     @extend_schema(
         operation_id="groups_create",
+        summary="Create a group",
         tags=["groups"],
         description="Create a group mirroring a chat group; the caller is its owner and a member.",
         request=InputSerializer,
+        examples=[OpenApiExample("A family group", request_only=True, value={"name": "Family", "members": ["bob", "carol"]})],
         responses={201: GroupOutputSerializer, **schema.errors(schema.VALIDATION, schema.UNAUTHENTICATED)},
     )
     def post(self, request):
@@ -128,6 +164,8 @@ class GroupsApi(ListAPIView):
 class GroupDetailApi(APIView):
     @extend_schema(
         operation_id="groups_retrieve",
+        summary="A group",
+        description="Members only: anyone else gets 404 `not_found`, as for a group that does not exist.",
         tags=["groups"],
         responses={200: GroupOutputSerializer, **schema.errors(schema.UNAUTHENTICATED, NotFound)},
     )
@@ -143,8 +181,10 @@ class GroupMemberAddApi(APIView):
 
     @extend_schema(
         operation_id="groups_members_add",
+        summary="Add a member to a group",
         tags=["groups"],
         request=InputSerializer,
+        examples=[OpenApiExample("Add a registered user", request_only=True, value={"username": "dora"})],
         responses={
             201: GroupOutputSerializer,
             200: GroupOutputSerializer,
@@ -177,6 +217,7 @@ class GroupPacketListApi(PacketViewsMixin, ListAPIView):
 
     @extend_schema(
         operation_id="groups_packets_list",
+        summary="A group's packets",
         tags=["groups"],
         description="The group's packets, newest first (members only).",
         responses={200: PacketOutputSerializer(many=True), **schema.errors(*schema.LIST_ERRORS)},
@@ -199,6 +240,15 @@ class PacketSendApi(APIView):
         recipient = StrictCharField(
             max_length=150, required=False, allow_null=True, default=None,
             help_text="Username: an exclusive packet for one member (share_count must be 1).",
+        )
+        passphrase = StrictCharField(
+            max_length=100, required=False,
+            help_text="v1.1: members must answer it to claim; 1 to 32 characters after trimming surrounding "
+            "blanks, compared after Unicode NFKC normalisation and case folding. Never shown again.",
+        )
+        hint = StrictCharField(
+            max_length=100, required=False, allow_blank=True, default="",
+            help_text="v1.1: a question or clue shown to members (needs a passphrase).",
         )
         # Required, as in the contract; any string is a try, so a malformed PIN counts as a wrong one.
         pin = StrictCharField(max_length=64, help_text="The sender's 6-digit payment PIN.")
@@ -240,8 +290,36 @@ class PacketSendApi(APIView):
                     )
             return attrs
 
+    # The body of one kind of packet, as the schema shows it; InputSerializer validates both kinds.
+    class _OneKindInputSerializer(InputSerializer):
+        kind_value: str
+        dropped_fields: tuple[str, ...] = ()
+        required_fields: tuple[str, ...] = ()
+
+        def get_fields(self):
+            fields = super().get_fields()
+            fields["kind"] = serializers.ChoiceField(choices=[self.kind_value])
+            for name in self.dropped_fields:
+                del fields[name]
+            for name in self.required_fields:
+                fields[name].required = True
+            return fields
+
+    @extend_schema_serializer(component_name="RandomPacketSend")
+    class RandomInputSerializer(_OneKindInputSerializer):
+        """A random packet: `total_amount` is split into `share_count` shares at random (no `share_amount`)."""
+
+        kind_value, dropped_fields, required_fields = PacketKind.RANDOM.value, ("share_amount",), ("total_amount",)
+
+    @extend_schema_serializer(component_name="FixedPacketSend")
+    class FixedInputSerializer(_OneKindInputSerializer):
+        """A fixed packet: `share_count` shares of `share_amount` each."""
+
+        kind_value, required_fields = PacketKind.FIXED.value, ("share_amount",)
+
     @extend_schema(
         operation_id="packets_create",
+        summary="Send a packet",
         tags=["packets"],
         description=(
             "Fund a packet for a group: the total leaves the sender's wallet at once. "
@@ -249,7 +327,30 @@ class PacketSendApi(APIView):
             "a wrong PIN counts towards the lock (5 within 15 minutes)."
         ),
         parameters=[schema.IDEMPOTENCY_KEY],
-        request=InputSerializer,
+        request=PolymorphicProxySerializer(
+            component_name="PacketSend",
+            serializers={PacketKind.RANDOM.value: RandomInputSerializer, PacketKind.FIXED.value: FixedInputSerializer},
+            resource_type_field_name="kind",
+        ),
+        examples=[
+            OpenApiExample("Random packet", request_only=True, value={
+                "group": schema.EXAMPLE_GROUP_ID, "kind": "random", "share_count": 3, "total_amount": 888,
+                "greeting": "恭喜发财", "pin": schema.EXAMPLE_PIN,
+            }),
+            OpenApiExample("Fixed packet", request_only=True, value={
+                "group": schema.EXAMPLE_GROUP_ID, "kind": "fixed", "share_count": 3, "share_amount": 100,
+                "greeting": "Lunch is on me", "pin": schema.EXAMPLE_PIN,
+            }),
+            OpenApiExample("Random packet with a passphrase", request_only=True, value={
+                "group": schema.EXAMPLE_GROUP_ID, "kind": "random", "share_count": 3, "total_amount": 666,
+                "greeting": "Answer to open", "passphrase": "恭喜发财", "hint": "What do we say at new year?",
+                "pin": schema.EXAMPLE_PIN,
+            }),
+            OpenApiExample("Exclusive packet for one member", request_only=True, value={
+                "group": schema.EXAMPLE_GROUP_ID, "kind": "random", "share_count": 1, "total_amount": 520,
+                "recipient": "bob", "pin": schema.EXAMPLE_PIN,
+            }),
+        ],
         responses={
             201: PacketOutputSerializer,
             **schema.errors(
@@ -276,6 +377,8 @@ class PacketSendApi(APIView):
                 share_amount=data.get("share_amount"),
                 greeting=data["greeting"],
                 recipient_username=data["recipient"],
+                passphrase=data.get("passphrase"),
+                hint=data["hint"],
             )
             view = selectors.packet_detail(packet_id=packet.id, viewer=request.user)
             return status.HTTP_201_CREATED, PacketOutputSerializer(view).data
@@ -287,6 +390,8 @@ class PacketSendApi(APIView):
 class PacketDetailApi(APIView):
     @extend_schema(
         operation_id="packets_retrieve",
+        summary="A packet",
+        description="Members of the packet's group only (others get 404). Amounts of unclaimed shares are never shown.",
         tags=["packets"],
         responses={200: PacketOutputSerializer, **schema.errors(schema.UNAUTHENTICATED, NotFound)},
     )
@@ -304,21 +409,43 @@ class PacketClaimApi(APIView):
         amount = serializers.IntegerField()
         claimed_at = serializers.DateTimeField()
 
+    @extend_schema_serializer(component_name="PacketClaim")
+    class InputSerializer(serializers.Serializer):
+        passphrase = StrictCharField(
+            max_length=100, required=False, allow_blank=True,
+            help_text="v1.1: the answer, for a packet with has_passphrase (ignored otherwise).",
+        )
+
     @extend_schema(
         operation_id="packets_claim",
+        summary="Claim a packet",
         tags=["packets"],
-        request=None,
-        description="201 with the new claim; 200 with the same body when the caller had claimed already.",
+        request=InputSerializer,
+        examples=[
+            OpenApiExample("Passphrase packet", request_only=True, value={"passphrase": "恭喜发财"}),
+            OpenApiExample("Packet without a passphrase", request_only=True, value={}),
+        ],
+        description=(
+            "201 with the new claim; 200 with the same body when the caller had claimed already. "
+            "A packet with a passphrase takes `{\"passphrase\": ...}`: missing or wrong is 403 `wrong_passphrase` "
+            "and pays nothing; the 5th wrong try locks the caller out of the packet (423 `passphrase_locked` "
+            "from then on, the right passphrase included)."
+        ),
         responses={
             201: OutputSerializer,
             200: OutputSerializer,
             **schema.errors(
-                schema.UNAUTHENTICATED, NotFound, NotRecipient, PacketExhausted, PacketExpired, schema.THROTTLED
+                schema.VALIDATION, schema.UNAUTHENTICATED, NotFound, NotRecipient, WrongPassphrase, PacketExhausted,
+                PacketExpired, PassphraseLocked, schema.THROTTLED,
             ),
         },
     )
     def post(self, request, packet_id):
-        claim = services.packet_claim(packet_id=packet_id, user=request.user)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        claim = services.packet_claim(
+            packet_id=packet_id, user=request.user, passphrase=serializer.validated_data.get("passphrase")
+        )
         return Response(
             self.OutputSerializer(claim).data, status=status.HTTP_201_CREATED if claim.created else status.HTTP_200_OK
         )

@@ -209,6 +209,16 @@ SPECTACULAR_SETTINGS = {
         '`{"error": {"code", "message", "fields"}}` with a stable code.'
     ),
     "VERSION": "1.0.0",
+    # Relative: the host that serves this schema; Swagger UI and generated clients call it there.
+    "SERVERS": [{"url": "/", "description": "This service"}],
+    "LICENSE": {"name": "Proprietary"},
+    "CONTACT": {"name": "The red packets service team"},
+    "TAGS": [
+        {"name": "auth", "description": "Register, log in (bearer tokens), log out."},
+        {"name": "wallet", "description": "The caller's own wallet: balance, payment PIN, sandbox topups, history."},
+        {"name": "groups", "description": "Mirrors of chat groups: members, and the packets sent to them."},
+        {"name": "packets", "description": "Send, read and claim red packets."},
+    ],
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI's files are served by this service, not fetched from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -217,7 +227,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayOperationId": True},
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["config.schema.drop_trailing_slash_aliases"],
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.schema.add_operational_errors"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.schema.finish_document"],
     "ENUM_NAME_OVERRIDES": {
         "PacketKindEnum": "redpackets.models.PacketKind",
         "PacketStatusEnum": "redpackets.models.PacketStatus",
@@ -244,6 +254,9 @@ REDPACKET_MAX_SHARE = env_int("REDPACKET_MAX_SHARE", 20000)
 REDPACKET_MAX_SHARES = env_int("REDPACKET_MAX_SHARES", 100)
 REDPACKET_GREETING_MAX_LENGTH = 100
 REDPACKET_SWEEP_BATCH = env_int("REDPACKET_SWEEP_BATCH", 500)
+# The key of the passphrases' HMACs. Without it, one derived from SECRET_KEY (which
+# production requires), under its own label so neither key reveals the other.
+REDPACKET_PASSPHRASE_KEY = os.environ.get("REDPACKET_PASSPHRASE_KEY", "")
 
 # --- Celery ---------------------------------------------------------------------
 # With no broker configured, Celery uses kombu's filesystem transport under var/:
