@@ -95,6 +95,8 @@ def logging_config(*, fmt: str, level: str) -> dict:
             # The access line below replaces Django's own "Bad Request: /path" warnings.
             "django.request": {"level": "ERROR"},
             "django.server": {"level": "ERROR"},
+            # One line per webhook attempt comes from events.tasks; httpx would add its own.
+            "httpx": {"level": "WARNING"},
         },
     }
 

@@ -3,12 +3,14 @@
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from events.models import Delivery, DeliveryState, Event
 from redpackets.selectors import sweep_lag_seconds
 
 
 def outbox_pending() -> int:
-    """Events recorded but not yet delivered everywhere they go. The events app is not installed yet: 0."""
-    return 0
+    """Outbox work not done: events not yet given a feed position, plus webhook deliveries still pending."""
+    return Event.objects.filter(position__isnull=True).count() + Delivery.objects.filter(
+        state=DeliveryState.PENDING).count()
 
 
 class DatabaseGauges(Collector):
@@ -19,5 +21,6 @@ class DatabaseGauges(Collector):
             "how far the sweep lags.",
             value=sweep_lag_seconds(),
         )
-        yield GaugeMetricFamily("event_outbox_pending", "Events not yet delivered to every endpoint.",
+        yield GaugeMetricFamily("event_outbox_pending", "Events not yet relayed to the feed, plus webhook deliveries "
+                                "still pending (retries included).",
                                 value=outbox_pending())
