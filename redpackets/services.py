@@ -31,6 +31,7 @@ from config.errors import (
     ValidationFailed,
     WrongPassphrase,
 )
+from config.metrics import claim_counted, refund_counted, send_counted
 from events.models import EventType
 from events.selectors import event_keys_recorded, event_subjects_since
 from redpackets import allocation, event_payloads, passphrases
@@ -92,6 +93,7 @@ def group_add_member(*, group_id: uuid.UUID, actor: AbstractBaseUser, username: 
 # --- Sending ----------------------------------------------------------------------
 
 
+@send_counted
 def packet_send(
     *,
     sender: AbstractBaseUser,
@@ -312,6 +314,7 @@ def _as_datetime(value):
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+@claim_counted
 def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser, passphrase: str | None = None) -> ClaimResult:
     """Claim one share of a packet for `user`; a repeat returns the first claim.
 
@@ -449,6 +452,7 @@ def _no_free_share(*, settled: bool) -> Exception:
 # --- Expiry -----------------------------------------------------------------------
 
 
+@refund_counted
 def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int | None:
     """Settle one packet past its expiry: return its free shares to the sender, once.
 

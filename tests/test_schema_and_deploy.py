@@ -43,6 +43,7 @@ def production_env(**extra: str) -> dict[str, str]:
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
         "PIN_KEY": secrets.token_urlsafe(32),
         "DJANGO_ALLOWED_HOSTS": "example.com",
+        "METRICS_TOKEN": secrets.token_urlsafe(32),
         **extra,
     }
 
@@ -291,6 +292,16 @@ def test_production_settings_pass_the_deploy_checks(tmp_path):
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_production_settings_without_a_metrics_token_fail_the_deploy_checks(tmp_path):
+    env = production_env()
+    del env["METRICS_TOKEN"]
+
+    result = manage("check", "--deploy", env=env, tmp_path=tmp_path)
+
+    assert result.returncode != 0
+    assert "observability.E001" in result.stderr + result.stdout
 
 
 def test_production_settings_switch_sandbox_topups_and_debug_off(tmp_path):

@@ -3,11 +3,15 @@
 Everything a deployment changes comes from the environment (see README's table).
 """
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+
+from config.error_reporting import error_reporting_init
+from config.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -43,10 +47,13 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "wallets",
     "redpackets",
+    "observability",
     "events",
 ]
 
 MIDDLEWARE = [
+    "config.logging.RequestLogMiddleware",
+    "config.request_limits.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -97,6 +104,23 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Health checks without a round trip on a connection used within the last second.
     DATABASES["default"]["ENGINE"] = "config.postgresql"
+# Nothing waits on PostgreSQL forever (web and worker alike; a process may set its own):
+# a statement, a lock wait and a transaction left open by a stuck or dead client are
+# ended by the server, and TCP keepalives notice a peer that vanished. A lock or
+# statement timeout answers 503 service_unavailable (config/errors.py). Behind a
+# transaction-pooling PgBouncer, set these on the role instead (ALTER ROLE ... SET).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _timeouts = {
+        "statement_timeout": env_int("DB_STATEMENT_TIMEOUT_MS", 20_000),
+        "lock_timeout": env_int("DB_LOCK_TIMEOUT_MS", 10_000),
+        "idle_in_transaction_session_timeout": env_int("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 60_000),
+    }
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = " ".join(
+        [_options.get("options", ""), *(f"-c {name}={ms}" for name, ms in _timeouts.items())]
+    ).strip()
+    _options.setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5))
+    _options.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
@@ -169,12 +193,18 @@ STORAGES = {
 
 # --- REST API -------------------------------------------------------------------
 API_THROTTLE = os.environ.get("API_THROTTLE", "on").strip().lower() != "off"
+# Hostile input (config/request_limits.py). The largest legitimate body, a group of 500
+# members with 150-character names, is about 80 KB.
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 32)
+API_BODY_READ_TIMEOUT_SECONDS = float(os.environ.get("API_BODY_READ_TIMEOUT_SECONDS", "10"))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["wallets.auth.OneQueryTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["config.request_limits.SafeJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
     # Fails open (logs and allows) while the cache that holds the counters is unreachable.
@@ -327,11 +357,30 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    # One line per webhook attempt comes from events.tasks; httpx would add its own.
-    "loggers": {"httpx": {"level": "WARNING"}},
-}
+# --- Operating it: /healthz, /readyz, /metrics (the observability app) ------------
+# Prometheus multiprocess mode: each gunicorn worker and Celery process writes its
+# counters under this directory and /metrics sums them. Set here, before anything
+# imports prometheus_client (config/metrics.py); config/gunicorn.py clears the files
+# of processes that are gone when the web server starts.
+METRICS_DIR = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics")))
+METRICS_DIR.mkdir(parents=True, exist_ok=True)
+# Bearer token for GET /metrics; empty: open (local run). Production requires one.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_TOKEN_REQUIRED = False
+# /readyz answers within about twice this even when Redis hangs.
+READINESS_TIMEOUT_SECONDS = float(os.environ.get("READINESS_TIMEOUT_SECONDS", "0.5"))
+
+# Logs (config/logging.py): "console" lines for a person at `make run`, "json" (the
+# production default) for a log pipeline; either way with the request id on every line.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "console")
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL)
+# Peers (addresses or networks, comma-separated) whose X-Request-ID is kept, e.g. the load balancer.
+REQUEST_ID_TRUSTED_PROXIES = [
+    ipaddress.ip_network(p.strip(), strict=False)
+    for p in os.environ.get("REQUEST_ID_TRUSTED_PROXIES", "").split(",") if p.strip()
+]
+# Errors to Sentry when SENTRY_DSN is set (config/error_reporting.py); nothing otherwise.
+error_reporting_init()
+# Celery logs through the same handlers instead of installing its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
