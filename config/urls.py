@@ -5,6 +5,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.errors import envelope
+from events import apis as event_apis
 from redpackets import apis as packet_apis
 from wallets import apis as wallet_apis
 
@@ -36,6 +37,7 @@ api_v1 = [
     *endpoint("packets", packet_apis.PacketSendApi.as_view(), "packets"),
     *endpoint("packets/<uuid:packet_id>", packet_apis.PacketDetailApi.as_view(), "packet-detail"),
     *endpoint("packets/<uuid:packet_id>/claim", packet_apis.PacketClaimApi.as_view(), "packet-claim"),
+    *endpoint("events", event_apis.EventFeedApi.as_view(), "events"),
 ]
 
 urlpatterns = [
