@@ -237,6 +237,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "wallet", "description": "The caller's own wallet: balance, payment PIN, sandbox topups, history."},
         {"name": "groups", "description": "Mirrors of chat groups: members, and the packets sent to them."},
         {"name": "packets", "description": "Send, read and claim red packets."},
+        {"name": "events", "description": "v1.1: the feed of every change a chat client shows."},
     ],
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI's files are served by this service, not fetched from a CDN.

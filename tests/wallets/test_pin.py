@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from config.errors import InvalidPin, PinLocked, PinNotSet
 from redpackets.models import Packet
@@ -132,10 +133,11 @@ def test_five_wrong_pins_lock_it_and_then_even_the_right_pin_is_refused(user, us
 
     for response in responses:
         assert_error(response, 403, "invalid_pin")
-    assert_error(after_lock, 423, "pin_locked")
+    error = assert_error(after_lock, 423, "pin_locked")
     assert pin_is(user, PIN)
     record = PaymentPin.objects.get(user=user)
     assert before + settings.PIN_LOCK_DURATION <= record.locked_until <= timezone.now() + settings.PIN_LOCK_DURATION
+    assert parse_datetime(error["details"]["locked_until"]) == record.locked_until
 
 
 @pytest.mark.django_db
