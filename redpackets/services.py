@@ -3,8 +3,9 @@
 The money rules of a packet live here and in `allocation.py`:
 - send: the total leaves the sender's wallet for escrow in the ledger
   transaction that creates the packet and its pre-generated shares;
-- claim: one free share row is taken with SKIP LOCKED and paid from escrow to
-  the claimer in one ledger transaction; the packet row is only read;
+- claim: one free share row (the lowest-numbered free one) is taken with SKIP
+  LOCKED and paid from escrow to the claimer in one ledger transaction; the
+  packet row is only read; a passphrase packet first wants its passphrase;
 - refund: after expiry, the free shares are marked refunded and their sum goes
   back to the sender as one `packet_refund`, under the packet row lock.
 """
