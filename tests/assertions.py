@@ -11,7 +11,8 @@ def assert_error(response, status: int, code: str, fields=None) -> dict:
     body = json.loads(response.content)
     assert set(body) == {"error"}, body
     error = body["error"]
-    assert set(error) == {"code", "message", "fields"}, error
+    assert set(error) - {"details"} == {"code", "message", "fields"}, error  # details: pin_locked's locked_until
+    assert isinstance(error.get("details", {}), dict), error
     assert error["code"] == code, error
     assert isinstance(error["message"], str) and error["message"], error
     assert isinstance(error["fields"], dict), error
