@@ -169,8 +169,7 @@ def packet_send(
     wallet = wallet_get_or_create(user=sender)
     now = timezone.now()
     packet_id = uuid.uuid4()
-    # No savepoint inside the API's transaction: any failure here fails the whole request.
-    with transaction.atomic(savepoint=False):
+    with transaction.atomic():
         escrow = system_account(code=SystemAccount.ESCROW, currency=wallet.currency)
         ledger_post(
             kind=TransactionKind.PACKET_SEND,
