@@ -199,6 +199,7 @@ class Answer:
     op: str
     status: int | None
     at: float  # monotonic, when the request started
+    ended: float = 0.0  # monotonic, when its answer (or the failure) came
     code: str | None = None
     clean: bool = True
 
@@ -310,7 +311,7 @@ class Soak:
         except requests.RequestException:
             response = None
         if record:
-            answer = Answer(op, response.status_code if response is not None else None, started)
+            answer = Answer(op, response.status_code if response is not None else None, started, time.monotonic())
             if response is not None and response.status_code >= 400:
                 try:
                     error = response.json()["error"]
@@ -545,14 +546,14 @@ class Soak:
             self.violations.append(f"packets refunded more than once: {twice.stdout.strip() or twice.stderr}")
         for answer in self.answers:
             if answer.status is not None and answer.status >= 500:
-                in_pg_window = any(a - 0.5 <= answer.at <= b + PG_GRACE_SECONDS for a, b in self.pg_down)
+                in_pg_window = any(a <= answer.ended <= b + PG_GRACE_SECONDS for a, b in self.pg_down)
                 if not in_pg_window:
                     self.violations.append(f"{answer.op}: {answer.status} {answer.code} outside a PostgreSQL outage")
                 elif not answer.clean:
                     self.violations.append(f"{answer.op}: {answer.status} without the envelope")
             elif answer.status is None:
-                near_kill = any(k - 1 <= answer.at <= k + GUNICORN_GRACE_SECONDS for k in self.gunicorn_kills)
-                in_pg_window = any(a - 0.5 <= answer.at <= b + PG_GRACE_SECONDS for a, b in self.pg_down)
+                near_kill = any(k <= answer.ended <= k + GUNICORN_GRACE_SECONDS for k in self.gunicorn_kills)
+                in_pg_window = any(a <= answer.ended <= b + PG_GRACE_SECONDS for a, b in self.pg_down)
                 if not (near_kill or in_pg_window):
                     self.violations.append(f"{answer.op}: no answer, not near a killed gunicorn worker")
 
