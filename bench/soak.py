@@ -19,16 +19,20 @@ as the Procfile starts them. Packets expire after a few seconds, so refunds run 
   clients pause while it reads; a refund by the sweep in between is detected (two reads
   of the wallets differ) and the read repeated.
 - At the end: the load stops, every packet must reach `finished` or `expired`, the sum
-  of balances equals the topups, `manage.py reconcile` is clean and no packet has more
-  than one refund. A 5xx counts as a violation unless it came while PostgreSQL was
-  down (and then it must be the JSON envelope); a request with no answer at all
-  counts unless a gunicorn worker was killed at that moment.
+  of balances equals the topups, `manage.py reconcile` is clean, no packet has more
+  than one refund, every event of the feed reached the soak's webhook receiver, and each
+  packet has exactly one `packet.sent` and one `packet.finished` or `packet.expired`.
+  A 5xx counts as a violation unless it came while PostgreSQL was down (and then it
+  must be the JSON envelope); a request with no answer at all counts unless a gunicorn
+  worker was killed at that moment.
 
 The last line printed: SOAK RESULT: violations=N requests=N faults=N ...; exit status 0
 when there were no violations.
 """
 
 import argparse
+import base64
+import http.server
 import json
 import os
 import random
@@ -166,11 +170,36 @@ class PrivateRedis:
         self.start()
 
 
+class WebhookReceiver:
+    """A Standard Webhooks receiver that takes everything: the webhook-id of each delivery it got."""
+
+    def __init__(self):
+        self.ids: set[str] = set()
+        self.deliveries = 0
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.ids.add(self.headers.get("webhook-id", ""))
+                receiver.deliveries += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 @dataclass
 class Answer:
     op: str
     status: int | None
     at: float  # monotonic, when the request started
+    ended: float = 0.0  # monotonic, when its answer (or the failure) came
     code: str | None = None
     clean: bool = True
 
@@ -228,6 +257,10 @@ class Soak:
         self.redis = PrivateRedis(self.base)
         self.redis.start()
         subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env(), check=True)
+        self.receiver = WebhookReceiver()
+        secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+        subprocess.run([PYTHON, "manage.py", "add_webhook_endpoint", self.receiver.url, "--secret", secret],
+                       cwd=ROOT, env=self.env(), check=True, capture_output=True)
         self.web = Proc("web", [PYTHON, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi:application"],
                         self.env(), self.base / "web.log")
         self.worker = self.start_worker()
@@ -238,7 +271,7 @@ class Soak:
 
     def start_worker(self) -> Proc:
         return Proc("worker", [PYTHON, "-m", "celery", "-A", "config", "worker", "--loglevel=info",
-                               "--concurrency=1", "--without-gossip", "--without-mingle",
+                               "--concurrency=2", "-Q", "celery,webhooks", "--without-gossip", "--without-mingle",
                                "-n", f"soak-{uuid.uuid4().hex[:6]}@%h"], self.env(), self.base / "worker.log")
 
     def stop_stack(self) -> None:
@@ -278,7 +311,7 @@ class Soak:
         except requests.RequestException:
             response = None
         if record:
-            answer = Answer(op, response.status_code if response is not None else None, started)
+            answer = Answer(op, response.status_code if response is not None else None, started, time.monotonic())
             if response is not None and response.status_code >= 400:
                 try:
                     error = response.json()["error"]
@@ -474,6 +507,7 @@ class Soak:
         load_seconds = time.monotonic() - load_started
         settled_after = self.wait_settled(final)
         self.final_checks()
+        self.events_checks()
         return self.report(load_seconds, settled_after)
 
     def wait_settled(self, final: set) -> float | None:
@@ -512,16 +546,51 @@ class Soak:
             self.violations.append(f"packets refunded more than once: {twice.stdout.strip() or twice.stderr}")
         for answer in self.answers:
             if answer.status is not None and answer.status >= 500:
-                in_pg_window = any(a - 0.5 <= answer.at <= b + PG_GRACE_SECONDS for a, b in self.pg_down)
+                in_pg_window = any(a <= answer.ended <= b + PG_GRACE_SECONDS for a, b in self.pg_down)
                 if not in_pg_window:
                     self.violations.append(f"{answer.op}: {answer.status} {answer.code} outside a PostgreSQL outage")
                 elif not answer.clean:
                     self.violations.append(f"{answer.op}: {answer.status} without the envelope")
             elif answer.status is None:
-                near_kill = any(k - 1 <= answer.at <= k + GUNICORN_GRACE_SECONDS for k in self.gunicorn_kills)
-                in_pg_window = any(a - 0.5 <= answer.at <= b + PG_GRACE_SECONDS for a, b in self.pg_down)
+                near_kill = any(k <= answer.ended <= k + GUNICORN_GRACE_SECONDS for k in self.gunicorn_kills)
+                in_pg_window = any(a <= answer.ended <= b + PG_GRACE_SECONDS for a, b in self.pg_down)
                 if not (near_kill or in_pg_window):
                     self.violations.append(f"{answer.op}: no answer, not near a killed gunicorn worker")
+
+    def events_checks(self) -> None:
+        """Every event of the feed was delivered to the webhook; each packet has one sent and one end event."""
+        token = next(iter(self.tokens.values()))
+        events, url = [], self.url("/api/v1/events")
+        while True:
+            response = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            if response.status_code == 404:
+                self.feed = False
+                return
+            page = response.json()
+            events += page["results"]
+            if not page["results"]:
+                break
+            url = page["next"] if page["next"].startswith("http") else self.url(page["next"])
+        self.events = len(events)
+        deadline = time.monotonic() + 60
+        ids = {event["id"] for event in events}
+        while not ids <= self.receiver.ids and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not ids <= self.receiver.ids:
+            self.violations.append(f"{len(ids - self.receiver.ids)} of {len(ids)} events never delivered")
+        if len(ids) != len(events):
+            self.violations.append("the feed repeated an event")
+        sent, ends = Counter(), Counter()
+        for event in events:
+            packet = event["data"].get("packet")
+            packet_id = packet["id"] if isinstance(packet, dict) else packet
+            if event["type"] == "packet.sent":
+                sent[packet_id] += 1
+            elif event["type"] in ("packet.finished", "packet.expired"):
+                ends[packet_id] += 1
+        for packet_id in self.packets:
+            if sent[packet_id] != 1 or ends[packet_id] != 1:
+                self.violations.append(f"packet {packet_id}: {sent[packet_id]} sent and {ends[packet_id]} end events")
 
     def report(self, load_seconds: float, settled_after: float | None) -> dict:
         statuses = Counter(a.status or 0 for a in self.answers)
@@ -537,6 +606,8 @@ class Soak:
             "violations": self.violations,
             "settled_after_load": None if settled_after is None else round(settled_after, 1),
             "feed_polled": self.feed,
+            "events": getattr(self, "events", 0),
+            "webhook_deliveries": self.receiver.deliveries,
             "reconcile": self.reconcile_output,
         }
 
@@ -596,6 +667,8 @@ Last run: `bench/soak.py --minutes {minutes:g}` ({result['load_seconds']} s of l
 | statuses | {', '.join(f'{k}: {v}' for k, v in result['statuses'].items())} (0: no HTTP answer) |
 | packets sent | {result['packets']}, every one settled {result['settled_after_load']} s after the load stopped |
 | money checks over the API (every 2 s) | {result['checks']} |
+| events in the feed, all delivered to the webhook | {result['events']} \
+({result['webhook_deliveries']} deliveries: at least once) |
 | faults injected | {len(result['faults'])} |
 | violations | {len(result['violations'])} |
 

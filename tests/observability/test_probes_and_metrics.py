@@ -195,3 +195,34 @@ def test_a_send_that_rolls_back_with_its_request_is_not_counted(client, django_c
         raise RuntimeError("the idempotency record failed")
 
     assert scrape(client)[("redpacket_sends_total", ())] == before[("redpacket_sends_total", ())]
+
+
+@pytest.mark.django_db
+@override_settings(WEBHOOK_RETRY_SECONDS=[0])
+def test_webhook_attempts_are_counted_by_outcome_and_the_outbox_backlog_is_shown(
+        client, django_capture_on_commit_callbacks):
+    from events.services import events_relay, webhook_endpoint_create
+    from tests.events.receiver import Receiver
+    from tests.events.test_webhooks import attempt_all, new_secret, one_event
+
+    def deliveries(samples, outcome):
+        return samples[("webhook_deliveries_total", (("outcome", outcome),))]
+
+    # Given an endpoint that fails every attempt, and one event for it
+    with Receiver(secret := new_secret(), plan=lambda attempt, headers: (500, {}, 0)) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url, secret=secret)
+        one_event()
+        before = scrape(client)
+        assert before[("event_outbox_pending", ())] >= 1  # recorded, not yet relayed
+
+        # When it is relayed and both allowed attempts fail
+        events_relay()
+        with django_capture_on_commit_callbacks(execute=True):
+            assert attempt_all(endpoint) == [False, False]
+    after = scrape(client)
+
+    # Then one retry and one failure were counted, and nothing is left in the outbox
+    assert deliveries(after, "retrying") - deliveries(before, "retrying") == 1
+    assert deliveries(after, "failed") - deliveries(before, "failed") == 1
+    assert deliveries(after, "delivered") == deliveries(before, "delivered")
+    assert after[("event_outbox_pending", ())] == 0
