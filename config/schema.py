@@ -12,6 +12,7 @@ from wallets.idempotency import MAX_KEY_LENGTH
 
 class KnoxBearerScheme(OpenApiAuthenticationExtension):
     target_class = "knox.auth.TokenAuthentication"
+    match_subclasses = True  # wallets.auth.OneQueryTokenAuthentication
     name = "bearerAuth"
     # Above drf-spectacular's bundled knox extension (priority 0), which would win otherwise.
     priority = 1
@@ -43,6 +44,8 @@ ERROR_DETAILS: dict[str, dict] = {
 STANDARD_ERRORS: dict[int, tuple[str, str]] = {
     405: ("method_not_allowed", "The path does not take this method (see `Allow`)."),
     406: ("not_acceptable", "The Accept header excludes application/json, the only media type served."),
+    503: ("service_unavailable", "PostgreSQL gave up waiting (a lock or statement timeout): nothing was changed; "
+                                 "try again after `Retry-After`."),
 }
 BODY_ERRORS: dict[int, tuple[str, str]] = {
     413: ("payload_too_large", "The body is larger than the service accepts."),
@@ -176,11 +179,14 @@ MONEY_PROPERTIES = frozenset({
 RESPONSE_HEADERS: dict[int, dict] = {
     401: {"WWW-Authenticate": {"description": "`Bearer realm=\"api\"`.", "schema": {"type": "string"}}},
     405: {"Allow": {"description": "The methods the path takes.", "schema": {"type": "string"}}},
-    429: {
-        "Retry-After": {
-            "description": "Seconds to wait before trying again.",
-            "schema": {"type": "integer", "format": "int32", "minimum": 1},
+    **{
+        status: {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "schema": {"type": "integer", "format": "int32", "minimum": 1},
+            }
         }
+        for status in (429, 503)
     },
 }
 

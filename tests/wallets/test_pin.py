@@ -4,7 +4,6 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.hashers import check_password
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -14,6 +13,7 @@ from tests.assertions import assert_error
 from tests.concurrency import run_concurrently
 from tests.factories import PIN, UserFactory, group_with_members, login
 from wallets.models import Account, PaymentPin
+from wallets.pins import PinHash, pin_check
 from wallets.services import pin_verify
 
 WRONG = "999999"
@@ -26,7 +26,9 @@ def change_pin(client, pin=NEW, current_pin=None):
 
 
 def pin_is(user, pin: str) -> bool:
-    return check_password(pin, PaymentPin.objects.get(user=user).pin_hash)
+    record = PaymentPin.objects.get(user=user)
+    right, _ = pin_check(user_id=user.pk, pin=pin, stored=PinHash(key_id=record.pin_key_id, digest=record.pin_hash))
+    return right
 
 
 def wrong_tries(client, count: int) -> list:
