@@ -4,6 +4,7 @@ from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 
+from client.views import client_page
 from config.errors import NotFound
 from redpackets import apis as packet_apis
 from wallets import apis as wallet_apis
@@ -41,6 +42,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("", client_page, name="client"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "wallets",
     "redpackets",
+    "client",
 ]
 
 MIDDLEWARE = [
@@ -197,6 +198,8 @@ SPECTACULAR_SETTINGS = {
 # --- Money rules ----------------------------------------------------------------
 SANDBOX_TOPUPS = env_bool("SANDBOX_TOPUPS", True)
 SANDBOX_TOPUP_MAX = env_int("SANDBOX_TOPUP_MAX", 1_000_000)
+# The chat client at / offers seed_demo's users as one-tap logins (their passwords in the page).
+DEMO_LOGINS = env_bool("DEMO_LOGINS", True)
 DEFAULT_CURRENCY = "CNY"
 # How long an Idempotency-Key replays its first response.
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24))
@@ -224,6 +227,8 @@ if CELERY_BROKER_URL == "filesystem://":
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
+        # kombu keeps its exchange tables in ./control (relative to the working directory) unless told.
+        "control_folder": str(_queue_dir / "control"),
         "polling_interval": 0.5,
     }
 else:
@@ -254,4 +259,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # Celery logs every task received, succeeded and sent by beat at INFO: the sweep alone
+    # makes three lines every few seconds. Failures are still logged (WARNING and up).
+    "loggers": {
+        name: {"level": os.environ.get("CELERY_TASK_LOG_LEVEL", "WARNING")}
+        for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+    },
 }

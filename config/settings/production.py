@@ -11,6 +11,7 @@ ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").s
 
 # Real money only comes from a payment provider.
 SANDBOX_TOPUPS = env_bool("SANDBOX_TOPUPS", False)
+DEMO_LOGINS = env_bool("DEMO_LOGINS", False)
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
