@@ -19,11 +19,11 @@ $(BIN)/.installed: requirements.txt
 ## Set up and start web, worker and beat on embedded defaults, with demo data.
 ## Everything it writes goes under var/ (database, broker queue, static files, access log).
 run: address $(BIN)/.installed var/static/.collected
-	@$(BIN)/python manage.py migrate --noinput --verbosity 0
-	@$(BIN)/python manage.py seed_demo
+	@$(BIN)/python manage.py seed_demo --migrate
 	@mkdir -p var/log
 	@echo "  web access log: var/log/web-access.log"
-	@PATH="$(abspath $(BIN)):$$PATH" WEB_ACCESS_LOG=var/log/web-access.log $(BIN)/honcho start -f Procfile
+	@PATH="$(abspath $(BIN)):$$PATH" WEB_ACCESS_LOG=var/log/web-access.log \
+		GUNICORN_CMD_ARGS="--control-socket $(abspath var)/gunicorn.ctl" $(BIN)/honcho start -f Procfile
 
 address:
 	@echo "Red packets: open http://$(WEB_BIND)/ for the chat client. Ctrl-C stops it; make reset starts over."
