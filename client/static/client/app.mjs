@@ -86,7 +86,7 @@ function walletChip() {
 /** The balance in the top bar, after anything that may have moved it. */
 function refreshWalletChip() {
   const chip = state.walletChip;
-  if (!chip?.isConnected) return;
+  if (!chip) return;
   get("wallet").then((w) => {
     state.wallet = w;
     fill(chip, h("span", { class: "visually-hidden" }, `${t("wallet")}: `), formatMoney(w.balance, w.currency));
@@ -99,7 +99,7 @@ async function renderGroups() {
   const list = h("ul", { class: "groups", "aria-label": t("chats") });
   const signOutButton = h("button", { type: "button", class: "chip", onclick: () => signOut(true) }, t("sign_out"));
   screen(t("chats"), { actions: [walletChip(), signOutButton] },
-    h("main", { class: "page" }, h("p", { class: "muted whoami" }, state.me), list));
+    h("main", { class: "page" }, h("p", { class: "muted whoami" }, t("signed_in_as", { user: state.me })), list));
   const { results } = await get("groups");
   if (!results.length) fill(list, h("li", { class: "muted" }, t("no_groups")));
   else fill(list, results.map((g) => h("li", {},
@@ -130,7 +130,9 @@ async function renderGroup(id) {
 }
 
 async function refreshPackets() {
-  const page = await get(`groups/${state.group.id}/packets`);
+  const group = state.group;
+  const page = await get(`groups/${group.id}/packets`);
+  if (state.group !== group) return; // the person moved on meanwhile
   if (state.earlier === undefined) state.earlier = page.next;
   page.results.forEach(upsert);
   document.getElementById("earlier").hidden = !state.earlier;
@@ -138,7 +140,9 @@ async function refreshPackets() {
 }
 
 async function loadEarlier() {
+  const group = state.group;
   const page = await get(state.earlier);
+  if (state.group !== group) return;
   state.earlier = page.next;
   page.results.forEach(upsert);
   document.getElementById("earlier").hidden = !state.earlier;
@@ -281,7 +285,7 @@ async function applyEvents(events) {
 
 /** Without the feed: refetch what is on screen. */
 async function pollScreen() {
-  if (state.view === "group") await refreshPackets();
+  if (state.view === "group" && state.group) await refreshPackets();
   if (state.openPacket && !state.packets.has(state.openPacket)) upsert(await get(`packets/${state.openPacket}`));
   if (state.view === "wallet") await state.reloadWallet();
 }

@@ -4,7 +4,7 @@
 const MESSAGES = {
   en: {
     app_name: "Red packets",
-    sign_in: "Sign in", username: "Username", password: "Password", sign_out: "Sign out",
+    sign_in: "Sign in", username: "Username", password: "Password", sign_out: "Sign out", signed_in_as: "Signed in as {user}",
     demo_logins: "Demo users (one tap)", demo_pin: "Payment PIN {pin}", signing_in: "Signing in…",
     chats: "Chats", no_groups: "You are not in any group yet.", members: "{n} members",
     back: "Back", wallet: "Wallet", balance: "Balance",
@@ -27,7 +27,7 @@ const MESSAGES = {
     amount_empty: "Enter an amount.", amount_format: "Use digits and at most one decimal point, such as 8.88.",
     amount_precision: "At most {digits} decimal places.", amount_zero: "The amount must be more than 0.",
     amount_too_large: "That amount is too large.", count_invalid: "Enter a whole number of shares, 1 or more.",
-    open: "Open", open_yourself: "Open it yourself", opening: "Opening…", passphrase_prompt: "Passphrase", hint_is: "Hint: {hint}",
+    open: "Open", open_coin: "Open", open_yourself: "Open it yourself", opening: "Opening…", passphrase_prompt: "Passphrase", hint_is: "Hint: {hint}",
     you_got: "You got", saved_to_wallet: "Saved to your wallet", best_luck: "Best luck",
     claims_title: "Who opened it", no_claims: "Nobody has opened it yet.",
     summary_finished: "All {n} claimed in {duration}", summary_active: "{k} of {n} opened · {amount} left",
@@ -52,7 +52,7 @@ const MESSAGES = {
   },
   zh: {
     app_name: "红包",
-    sign_in: "登录", username: "用户名", password: "密码", sign_out: "退出登录",
+    sign_in: "登录", username: "用户名", password: "密码", sign_out: "退出登录", signed_in_as: "当前用户：{user}",
     demo_logins: "演示用户（一键登录）", demo_pin: "支付密码 {pin}", signing_in: "正在登录…",
     chats: "群聊", no_groups: "你还没有加入任何群。", members: "{n} 位成员",
     back: "返回", wallet: "钱包", balance: "余额",
@@ -75,7 +75,7 @@ const MESSAGES = {
     amount_empty: "请输入金额。", amount_format: "请输入数字，最多一个小数点，例如 8.88。",
     amount_precision: "最多 {digits} 位小数。", amount_zero: "金额必须大于 0。",
     amount_too_large: "金额太大。", count_invalid: "请输入整数个数，至少 1 个。",
-    open: "拆开", open_yourself: "自己也抢一个", opening: "正在拆开…", passphrase_prompt: "口令", hint_is: "提示：{hint}",
+    open: "拆开", open_coin: "開", open_yourself: "自己也抢一个", opening: "正在拆开…", passphrase_prompt: "口令", hint_is: "提示：{hint}",
     you_got: "你领到了", saved_to_wallet: "已存入钱包", best_luck: "手气最佳",
     claims_title: "领取详情", no_claims: "还没有人领取。",
     summary_finished: "{n} 个红包，{duration}被抢光", summary_active: "已领取 {k}/{n} 个，剩余 {amount}",

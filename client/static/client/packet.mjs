@@ -76,9 +76,7 @@ function envelope(packet) {
       h("p", { id: errorId, class: "field-error", role: "alert" }),
     );
   }
-  // The coin shows 開 ("open") in every language, as on the envelopes people know; its name is translated.
-  form.append(h("button", { type: "submit", class: "open-button", "aria-label": t("open"), "data-autofocus": !packet.has_passphrase },
-    h("span", { "aria-hidden": "true" }, "開")));
+  form.append(h("button", { type: "submit", class: "open-button", "data-autofocus": !packet.has_passphrase }, t("open_coin")));
   return h("div", { class: "envelope" }, parts, form, notice, h("div", { class: "envelope-flap", "aria-hidden": "true" }));
 }
 
