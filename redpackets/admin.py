@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from config.admin import ReadOnlyAdminMixin, ReadOnlyTabularInline
 from redpackets.models import ChatGroup, GroupMembership, Packet, PacketStatus, Share
-from redpackets.selectors import packet_status, packets_with_progress
+from redpackets.selectors import packet_commitment, packet_status, packets_with_progress
 from redpackets.services import packet_refund_expired
 
 
@@ -53,12 +53,15 @@ class StatusFilter(admin.SimpleListFilter):
         if value is None:
             return queryset
         finished = Q(claimed_count=F("share_count"))
-        ended = Q(settled_at__isnull=False) | Q(expires_at__lte=now)
+        settled = Q(settled_at__isnull=False)
+        past_expiry = Q(expires_at__lte=now)
         if value == PacketStatus.FINISHED:
             return queryset.filter(finished)
         if value == PacketStatus.EXPIRED:
-            return queryset.exclude(finished).filter(ended)
-        return queryset.exclude(finished).exclude(ended)
+            return queryset.exclude(finished).filter(settled)
+        if value == PacketStatus.EXPIRING:
+            return queryset.exclude(finished).exclude(settled).filter(past_expiry)
+        return queryset.exclude(finished).exclude(settled).exclude(past_expiry)
 
 
 @admin.register(Packet)
@@ -69,7 +72,8 @@ class PacketAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["sender", "group"]
     fields = [
         "id", "group", "sender", "recipient", "kind", "greeting", "currency", "total_amount", "share_count",
-        "status", "created_at", "expires_at", "settled_at", "refunded_amount",
+        "status", "created_at", "expires_at", "settled_at", "refunded_amount", "share_cap", "commitment",
+        "has_passphrase", "hint",
     ]
     readonly_fields = fields
     inlines = [ShareInline]
@@ -86,6 +90,16 @@ class PacketAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="status")
     def status(self, packet):
         return packet_status(packet)[0]
+
+    # The seed stays out of the admin as out of the API until the packet settles (the
+    # proof shows it then); the passphrase exists only as its HMAC, never shown.
+    @admin.display(description="commitment (rp-split-v1)")
+    def commitment(self, packet):
+        return packet_commitment(packet) or "—"
+
+    @admin.display(description="passphrase", boolean=True)
+    def has_passphrase(self, packet):
+        return packet.passphrase_hmac is not None
 
     def get_actions(self, request):
         actions = super().get_actions(request)
