@@ -209,7 +209,7 @@ def test_two_people_send_and_open_red_packets_in_the_chat_client(sync_playwright
             shot(other, "carol-opened-finished-verified")
             shot(alice, "alice-finished-verified")
             alice.locator("#packet-sheet .sheet-close").click()
-            assert alice.locator(f"#packet-{packet.id} .bubble").inner_text().endswith("All claimed")
+            assert "All claimed" in alice.locator(f"#packet-{packet.id} .bubble").inner_text()
 
             # --- 7. an expired packet shows its refund
             with override_settings(REDPACKET_TTL_SECONDS=1):

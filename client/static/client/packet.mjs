@@ -38,7 +38,11 @@ export async function openPacket(packet) {
 export function packetUpdated(packet) {
   if (!current || current.packet.id !== packet.id) return;
   current.packet = packet;
-  if (!canOpen(packet)) current.showResult = true;
+  if (current.claiming) return; // claim() shows the outcome itself
+  if (!current.showResult) {
+    if (canOpen(packet)) return; // the envelope stays as it is, passphrase typed included
+    current.showResult = true;
+  }
   render();
 }
 
@@ -87,6 +91,7 @@ async function claim(form) {
   const passphrase = form.querySelector("[name=passphrase]");
   const error = form.querySelector(".field-error");
   button.disabled = true;
+  current.claiming = true;
   envelope.classList.add("is-spinning");
   announce(t("opening"));
   try {
@@ -97,13 +102,16 @@ async function claim(form) {
     if (current?.packet.id !== packet.id) return;
     current.packet = fresh;
     current.showResult = true;
+    current.claiming = false;
     render();
     dialog.querySelector("h2")?.focus();
     if (fresh.my_claim) announce(`${t("you_got")} ${money(fresh.my_claim.amount, fresh)}`);
     onChange(fresh);
   } catch (failure) {
     envelope.classList.remove("is-spinning");
-    if (!(failure instanceof ApiError) || current?.packet.id !== packet.id) throw failure;
+    if (current?.packet.id !== packet.id) return;
+    current.claiming = false;
+    if (!(failure instanceof ApiError)) throw failure;
     const message = failure.code === "network" ? t("error_network") : failure.message;
     if (["wrong_passphrase", "passphrase_locked"].includes(failure.code) && passphrase) {
       error.textContent = message;
