@@ -56,7 +56,8 @@ export class Live {
       }
       this.setOnline(true);
     } catch (error) {
-      if (!(error instanceof ApiError) || error.status === 401) throw error;
+      if (error instanceof ApiError && error.status === 401) return; // signed out: api.mjs handled it
+      if (!(error instanceof ApiError)) console.error(error);
       this.setOnline(false);
       delay = RETRY_MS;
     } finally {
