@@ -17,13 +17,10 @@ $(BIN)/.installed: requirements.txt
 	touch $@
 
 ## Set up and start web, worker and beat on embedded defaults, with demo data.
-## Everything it writes goes under var/ (database, broker queue, static files, access log).
+## Everything it writes goes under var/ (database, broker queue, static files, metrics).
 run: address $(BIN)/.installed var/static/.collected
 	@$(BIN)/python manage.py seed_demo --migrate
-	@mkdir -p var/log
-	@echo "  web access log: var/log/web-access.log"
-	@PATH="$(abspath $(BIN)):$$PATH" WEB_ACCESS_LOG=var/log/web-access.log \
-		GUNICORN_CMD_ARGS="--control-socket $(abspath var)/gunicorn.ctl" $(BIN)/honcho start -f Procfile
+	@PATH="$(abspath $(BIN)):$$PATH" ACCESS_LOG_LEVEL=WARNING $(BIN)/honcho start -f Procfile
 
 address:
 	@echo "Red packets: open http://$(WEB_BIND)/ for the chat client. Ctrl-C stops it; make reset starts over."

@@ -4,19 +4,24 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, F, Max, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Count, F, Max, Min, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from config.errors import NotFound
 from redpackets import allocation
-from redpackets.models import ChatGroup, Packet, PacketKind, PacketStatus, Share
+from redpackets.models import ChatGroup, GroupMembership, Packet, PacketKind, PacketStatus, Share
 from wallets.models import Account, AccountKind
 
 
 def groups_of_member(*, viewer: AbstractBaseUser) -> QuerySet[ChatGroup]:
     return ChatGroup.objects.filter(memberships__user=viewer).select_related("owner").prefetch_related("members")
+
+
+def group_ids_of_member(*, user: AbstractBaseUser) -> QuerySet:
+    """The ids of the groups `user` is in: whose events they see (settings.EVENTS_GROUPS_OF_USER)."""
+    return GroupMembership.objects.filter(user=user).values_list("group_id", flat=True)
 
 
 def group_for_member(*, group_id: uuid.UUID, viewer: AbstractBaseUser) -> ChatGroup:
@@ -165,6 +170,12 @@ def packet_view(packet: Packet, *, viewer: AbstractBaseUser) -> PacketView:
     )
 
 
+def packet_view_of_sent(packet: Packet, *, viewer: AbstractBaseUser) -> PacketView:
+    """The view of a packet `packet_send` has just created, without reading it back: nothing is claimed yet."""
+    packet.claimed_count, packet.claimed_amount, packet.last_claimed_at, packet.settled_shares = 0, 0, None, []
+    return packet_view(packet, viewer=viewer)
+
+
 def packet_detail(*, packet_id: uuid.UUID, viewer: AbstractBaseUser) -> PacketView:
     packet = _packets_with_claims().filter(id=packet_id, group__memberships__user=viewer).first()
     if packet is None:
@@ -172,10 +183,22 @@ def packet_detail(*, packet_id: uuid.UUID, viewer: AbstractBaseUser) -> PacketVi
     return packet_view(packet, viewer=viewer)
 
 
+def packet_detail_for_events(*, packet_id: uuid.UUID) -> PacketView:
+    """The packet as every member sees it (my_claim null): what its events carry."""
+    return packet_view(_packets_with_claims().get(id=packet_id), viewer=AnonymousUser())
+
+
 def group_packets(*, group_id: uuid.UUID, viewer: AbstractBaseUser) -> QuerySet[Packet]:
     """A member's view of a group's packets, newest first; map pages through `packet_view`."""
     group_for_member(group_id=group_id, viewer=viewer)
     return _packets_with_claims().filter(group_id=group_id).order_by("-created_at")
+
+
+def sweep_lag_seconds(*, now: datetime | None = None) -> float:
+    """How long the oldest expired packet has waited for its refund; 0 when none waits."""
+    now = now or timezone.now()
+    oldest = Packet.objects.filter(settled_at__isnull=True, expires_at__lte=now).aggregate(at=Min("expires_at"))["at"]
+    return (now - oldest).total_seconds() if oldest else 0.0
 
 
 def escrow_reconcile() -> list[str]:

@@ -3,8 +3,9 @@
 The money rules of a packet live here and in `allocation.py`:
 - send: the total leaves the sender's wallet for escrow in the ledger
   transaction that creates the packet and its pre-generated shares;
-- claim: one free share row is taken with SKIP LOCKED and paid from escrow to
-  the claimer in one ledger transaction; the packet row is only read;
+- claim: one free share row (the lowest-numbered free one) is taken with SKIP
+  LOCKED and paid from escrow to the claimer in one ledger transaction; the
+  packet row is only read; a passphrase packet first wants its passphrase;
 - refund: after expiry, the free shares are marked refunded and their sum goes
   back to the sender as one `packet_refund`, under the packet row lock.
 """
@@ -17,6 +18,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -30,7 +32,10 @@ from config.errors import (
     ValidationFailed,
     WrongPassphrase,
 )
-from redpackets import allocation, passphrases
+from config.metrics import claim_counted, refund_counted, send_counted
+from events.models import EventType
+from events.selectors import event_keys_recorded, event_subjects_since
+from redpackets import allocation, event_payloads, passphrases
 from redpackets.models import (
     PASSPHRASE_MAX_WRONG_TRIES,
     ChatGroup,
@@ -63,9 +68,11 @@ def _users_by_username(usernames: list[str], field: str) -> list[AbstractBaseUse
 def group_create(*, owner: AbstractBaseUser, name: str, member_usernames: list[str]) -> ChatGroup:
     members = _users_by_username(member_usernames, "members")
     group = ChatGroup.objects.create(name=name, owner=owner)
-    GroupMembership.objects.bulk_create(
-        [GroupMembership(group=group, user=user) for user in [owner, *(m for m in members if m.pk != owner.pk)]]
-    )
+    joined = [owner, *(m for m in members if m.pk != owner.pk)]
+    GroupMembership.objects.bulk_create([GroupMembership(group=group, user=user) for user in joined])
+    # One group.member_added per member, the owner first: the events alone tell the whole roster.
+    for user in joined:
+        event_payloads.record_member_added(group_id=group.id, username=user.username)
     return group
 
 
@@ -77,13 +84,17 @@ def group_add_member(*, group_id: uuid.UUID, actor: AbstractBaseUser, username: 
     if group.owner_id != actor.pk:
         raise PermissionDenied("Only the group's owner can add members.")
     (user,) = _users_by_username([username], "username")
-    _, created = GroupMembership.objects.get_or_create(group=group, user=user)
+    with transaction.atomic():
+        _, created = GroupMembership.objects.get_or_create(group=group, user=user)
+        if created:
+            event_payloads.record_member_added(group_id=group.id, username=user.username)
     return created
 
 
 # --- Sending ----------------------------------------------------------------------
 
 
+@send_counted
 def packet_send(
     *,
     sender: AbstractBaseUser,
@@ -101,10 +112,15 @@ def packet_send(
 
     A `passphrase` makes members answer it to claim; only its HMAC is kept.
     """
-    group = ChatGroup.objects.filter(id=group_id, memberships__user=sender).first()
+    members = GroupMembership.objects.filter(group=OuterRef("pk")).order_by().values("group")
+    group = (
+        ChatGroup.objects.filter(id=group_id, memberships__user=sender)
+        .annotate(member_count=Subquery(members.annotate(n=Count("*")).values("n")))
+        .first()
+    )
     if group is None:
         raise NotFound("No such group.")
-    member_count = group.memberships.count()
+    member_count = group.member_count
     max_shares = min(member_count, settings.REDPACKET_MAX_SHARES)
     if not 1 <= share_count <= max_shares:
         raise ValidationFailed.on(
@@ -153,7 +169,8 @@ def packet_send(
     wallet = wallet_get_or_create(user=sender)
     now = timezone.now()
     packet_id = uuid.uuid4()
-    with transaction.atomic():
+    # No savepoint inside the API's transaction: any failure here fails the whole request.
+    with transaction.atomic(savepoint=False):
         escrow = system_account(code=SystemAccount.ESCROW, currency=wallet.currency)
         ledger_post(
             kind=TransactionKind.PACKET_SEND,
@@ -184,6 +201,7 @@ def packet_send(
         Share.objects.bulk_create(
             [Share(packet=packet, seq=seq, amount=amount) for seq, amount in enumerate(amounts)]
         )
+        event_payloads.record_packet_sent(packet_id=packet.id, group_id=group.id)
     return packet
 
 
@@ -257,7 +275,8 @@ _CLAIM_CONTEXT = f"""
            CASE WHEN p.passphrase_hmac IS NOT NULL THEN
                (SELECT t.wrong_tries FROM {PassphraseAttempt._meta.db_table} t
                  WHERE t.packet_id = p.id AND t.user_id = %(user)s)
-           END AS my_wrong_tries
+           END AS my_wrong_tries,
+           p.group_id
     FROM {Packet._meta.db_table} p
     LEFT JOIN {_SHARE_TABLE} s ON s.packet_id = p.id AND s.claimed_by_id = %(user)s
     WHERE p.id = %(packet)s
@@ -278,10 +297,12 @@ class _ClaimContext:
     has_free_share: bool
     passphrase_hmac: bytes | None
     my_wrong_tries: int | None
+    group_id: uuid.UUID
 
     def __post_init__(self):
         # SQLite hands back text and naive datetimes; PostgreSQL typed values.
         object.__setattr__(self, "id", uuid.UUID(str(self.id)))
+        object.__setattr__(self, "group_id", uuid.UUID(str(self.group_id)))
         object.__setattr__(self, "expires_at", _as_datetime(self.expires_at))
 
 
@@ -294,6 +315,7 @@ def _as_datetime(value):
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+@claim_counted
 def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser, passphrase: str | None = None) -> ClaimResult:
     """Claim one share of a packet for `user`; a repeat returns the first claim.
 
@@ -357,6 +379,13 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser, passphrase: st
                         created_by_id=user.pk,
                         transaction_id=transaction_id,
                     )
+                    event_payloads.record_packet_claimed(
+                        packet_id=packet.id, group_id=packet.group_id, username=user.username, amount=amount,
+                        claimed_at=now,
+                    )
+                    # After commit, this claimer sees every claim that committed before it: the last one
+                    # to commit sees no free share and records packet.finished.
+                    transaction.on_commit(lambda: packet_finish_if_claimed(packet_id=packet.id), robust=True)
                 break
             except _EveryFreeShareBusy:
                 continue  # rolled back; now wait for the shares in flight
@@ -424,6 +453,7 @@ def _no_free_share(*, settled: bool) -> Exception:
 # --- Expiry -----------------------------------------------------------------------
 
 
+@refund_counted
 def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int | None:
     """Settle one packet past its expiry: return its free shares to the sender, once.
 
@@ -435,7 +465,7 @@ def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int |
     admin's "expire now").
     """
     with transaction.atomic():
-        packet = Packet.objects.select_for_update().filter(id=packet_id).first()
+        packet = Packet.objects.select_for_update(of=("self",)).select_related("sender").filter(id=packet_id).first()
         if packet is None or packet.settled_at is not None:
             return None
         now = timezone.now()
@@ -460,14 +490,64 @@ def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int |
                 memo=f"{len(refunded)} unclaimed share{'' if len(refunded) == 1 else 's'}",
             )
         Packet.objects.filter(id=packet.id).update(settled_at=now, refunded_amount=amount)
+        # Every claim has committed (the share locks above waited for those in flight): the packet's end
+        # comes after all of them. With nothing to refund every share was claimed: finished, not expired.
+        event_payloads.record_packet_end(
+            packet_id=packet.id, group_id=packet.group_id,
+            type=EventType.PACKET_EXPIRED if refunded else EventType.PACKET_FINISHED,
+        )
         return amount
 
 
-def packets_due_for_refund(*, now: datetime | None = None, limit: int | None = None) -> list[uuid.UUID]:
-    now = now or timezone.now()
-    limit = limit or settings.REDPACKET_SWEEP_BATCH
-    return list(
-        Packet.objects.filter(settled_at__isnull=True, expires_at__lte=now)
-        .order_by("expires_at")
-        .values_list("id", flat=True)[:limit]
+_ANY_FREE_SHARE = (
+    f"SELECT EXISTS (SELECT 1 FROM {_SHARE_TABLE} WHERE packet_id = %s AND claimed_by_id IS NULL AND NOT refunded)"
+)
+
+
+def packet_finish_if_claimed(*, packet_id: uuid.UUID) -> bool:
+    """Record packet.finished once every share is claimed; True when this call recorded it.
+
+    Runs after a claim commits (and from the sweep `redpackets.tasks.finish_claimed_packets`),
+    so the finished event is inserted after every packet.claimed of the packet has committed.
+    The events' unique key keeps it to one end per packet, whoever gets there first.
+    """
+    # Plain SQL: every paying claim runs this after commit. The partial index of free shares answers it.
+    with connection.cursor() as cursor:
+        cursor.execute(_ANY_FREE_SHARE, [db_value(Packet, "id", packet_id)])
+        if cursor.fetchone()[0]:
+            return False
+    free = Share.objects.filter(packet_id=packet_id, claimed_by__isnull=True)
+    with transaction.atomic():
+        packet = Packet.objects.filter(id=packet_id).values("group_id").first()
+        if packet is None or free.exists():  # refunded shares: the expiry ended it
+            return False
+        return event_payloads.record_packet_end(
+            packet_id=packet_id, group_id=packet["group_id"], type=EventType.PACKET_FINISHED
+        )
+
+
+def packets_finish_claimed(*, since: datetime) -> int:
+    """packet_finish_if_claimed for every packet claimed since `since` that has no end yet."""
+    packet_ids = event_subjects_since(type=EventType.PACKET_CLAIMED, since=since)
+    ended = event_keys_recorded(keys=[event_payloads.packet_end_key(p) for p in packet_ids])
+    return sum(
+        packet_finish_if_claimed(packet_id=uuid.UUID(p)) for p in packet_ids if event_payloads.packet_end_key(p) not in ended
     )
+
+
+def packet_take_due(*, skip: set[uuid.UUID] = frozenset()) -> uuid.UUID | None:
+    """Row-lock the oldest packet due for its refund that no other sweep holds, inside the
+    caller's transaction; None when there is none. Sweeps running at once take disjoint
+    packets (SKIP LOCKED) instead of queueing behind each other on the same ones."""
+    return (
+        Packet.objects.select_for_update(skip_locked=True)
+        .filter(settled_at__isnull=True, expires_at__lte=timezone.now())
+        .exclude(id__in=skip)
+        .order_by("expires_at")
+        .values_list("id", flat=True)
+        .first()
+    )
+
+
+def packets_due_count(*, limit: int) -> int:
+    return Packet.objects.filter(settled_at__isnull=True, expires_at__lte=timezone.now())[:limit].count()

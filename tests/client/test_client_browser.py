@@ -62,7 +62,9 @@ def test_two_people_send_and_open_red_packets_in_the_chat_client(sync_playwright
     # Playwright's sync API runs an event loop in this thread; the checks between browser
     # steps read the database while nothing else runs here (see tests/test_admin_browser.py).
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    call_command("seed_demo", stdout=open(os.devnull, "w"))  # the local run's demo data
+    call_command("seed_demo", stdout=open(os.devnull, "w"))  # the local run's demo data, its riddle packet included
+    seeded = set(Packet.objects.values_list("id", flat=True))
+    alice_start = balance_of("alice")
     base = live_server.url
     feed = resolve("/api/v1/events").url_name is not None  # unknown API paths have no name
     # The answers the steps below provoke; anything else >= 400 is a defect.
@@ -113,8 +115,8 @@ def test_two_people_send_and_open_red_packets_in_the_chat_client(sync_playwright
             assert not alice.evaluate("localStorage.getItem('rp.token')")
             shot(alice, "groups")
             alice.click("a.group-link:has-text('Family')")
-            alice.wait_for_selector("#empty:not([hidden])")
-            shot(alice, "empty-chat")
+            alice.wait_for_selector(".timeline .bubble")  # seed_demo's riddle packet
+            shot(alice, "chat")
 
             # --- 2. alice fills the send sheet: random, 8.88 yuan in 2 shares, a passphrase
             alice.click("footer .send")
@@ -132,16 +134,16 @@ def test_two_people_send_and_open_red_packets_in_the_chat_client(sync_playwright
                 alice.click(f".pad-key[aria-label='Digit {digit}']")
             alice.wait_for_selector("#pin-error:not(:empty)")
             assert "pin" in alice.locator("#pin-error").inner_text().lower()
-            assert not Packet.objects.exists()
+            assert set(Packet.objects.values_list("id", flat=True)) == seeded
             shot(alice, "wrong-pin")
             alice.keyboard.type(DEMO_PIN)  # the PIN field has the focus: the keyboard works too
-            packet_bubble = alice.locator(".message.mine .bubble")
-            packet_bubble.wait_for()
-            packet = Packet.objects.get()
+            alice.wait_for_selector(f".message.mine .bubble:has-text('{GREETING}')")
+            packet = Packet.objects.exclude(id__in=seeded).get()
             assert (packet.kind, packet.total_amount, packet.share_count, packet.greeting) == (PacketKind.RANDOM, 888, 2, GREETING)
-            assert balance_of("alice") == 100_000 - 888
+            assert balance_of("alice") == alice_start - 888
+            packet_bubble = alice.locator(f"#packet-{packet.id} .bubble")
             assert GREETING in packet_bubble.inner_text()
-            alice.wait_for_selector("[data-testid=wallet-chip]:has-text('¥991.12')")
+            alice.wait_for_selector(f"[data-testid=wallet-chip]:has-text('{yuan(alice_start - 888)}')")
             shot(alice, "sent")
 
             # --- 3. bob signs in with the form and sees it as new, with its passphrase
