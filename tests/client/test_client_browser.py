@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pyt
 
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
 TIMEOUT_MS = 15_000
-GREETING = "Happy new year!"
+GREETING = "Lucky money for everyone"
 PASSPHRASE = "Dragon"
 HINT = "This year's animal"
 

@@ -50,7 +50,7 @@ def test_no_demo_logins_while_the_setting_is_off(client, capsys):
 
 
 def test_production_settings_turn_demo_logins_off():
-    env = {**os.environ, "DJANGO_SECRET_KEY": "x" * 60, "DJANGO_SETTINGS_MODULE": "config.settings.production"}
+    env = {**os.environ, "DJANGO_SECRET_KEY": "x" * 60, "PIN_KEY": "y" * 60, "DJANGO_SETTINGS_MODULE": "config.settings.production"}
     env.pop("DEMO_LOGINS", None)
     code = "from django.conf import settings; print(settings.DEMO_LOGINS)"
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
