@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "redpackets",
     "observability",
     "events",
+    "client",
 ]
 
 MIDDLEWARE = [
@@ -258,6 +259,8 @@ SPECTACULAR_SETTINGS = {
 # --- Money rules ----------------------------------------------------------------
 SANDBOX_TOPUPS = env_bool("SANDBOX_TOPUPS", True)
 SANDBOX_TOPUP_MAX = env_int("SANDBOX_TOPUP_MAX", 1_000_000)
+# The chat client at / offers seed_demo's users as one-tap logins (their passwords in the page).
+DEMO_LOGINS = env_bool("DEMO_LOGINS", True)
 DEFAULT_CURRENCY = "CNY"
 # How long an Idempotency-Key replays its first response.
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24))
@@ -318,6 +321,8 @@ if CELERY_BROKER_URL == "filesystem://":
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
+        # kombu keeps its exchange tables in ./control (relative to the working directory) unless told.
+        "control_folder": str(_queue_dir / "control"),
         "polling_interval": 0.5,
     }
 else:
@@ -376,6 +381,15 @@ READINESS_TIMEOUT_SECONDS = float(os.environ.get("READINESS_TIMEOUT_SECONDS", "0
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "console")
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL)
+# Celery logs every task received, succeeded and sent by beat at INFO: the sweep alone makes
+# three lines every few seconds. Failures are still logged (WARNING and up).
+LOGGING["loggers"].update({
+    name: {"level": os.environ.get("CELERY_TASK_LOG_LEVEL", "WARNING")}
+    for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+})
+# The access line of each request (5xx at WARNING); `make run` keeps only those on screen,
+# since the chat client polls about once a second.
+LOGGING["loggers"]["request"] = {"level": os.environ.get("ACCESS_LOG_LEVEL", "INFO")}
 # Peers (addresses or networks, comma-separated) whose X-Request-ID is kept, e.g. the load balancer.
 REQUEST_ID_TRUSTED_PROXIES = [
     ipaddress.ip_network(p.strip(), strict=False)

@@ -12,6 +12,7 @@ ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").s
 
 # Real money only comes from a payment provider.
 SANDBOX_TOPUPS = env_bool("SANDBOX_TOPUPS", False)
+DEMO_LOGINS = env_bool("DEMO_LOGINS", False)
 # Webhooks only to https URLs of public addresses.
 WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", False)
 
