@@ -45,7 +45,7 @@ def test_a_send_that_fails_records_nothing():
     group = group_with_members(sender, [other])
     before = Event.objects.count()
 
-    with pytest.raises(InsufficientFunds):
+    with pytest.raises(InsufficientFunds), transaction.atomic():
         packet_send(sender=sender, group_id=group.id, kind=PacketKind.FIXED, share_count=2, share_amount=300)
 
     assert Event.objects.count() == before
