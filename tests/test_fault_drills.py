@@ -287,10 +287,11 @@ def test_a_worker_killed_mid_sweep_and_replaced_refunds_every_expired_packet_exa
     before = balance_of(sender)
     unclaimed = sum(p.total_amount for p in packets) - claimed_in(ids)
 
-    # and the test holding the row lock of the 16th packet in expiry order
+    # and the test holding the share rows of the 16th packet in expiry order, as a claim in flight
+    # would (a locked packet row the sweep skips: SKIP LOCKED; its refund waits on the shares)
     holder = control_connection(f"drill-lock-{procs.tag}")
     holder.autocommit = False
-    holder.execute("SELECT id FROM redpackets_packet WHERE id = %s FOR UPDATE", [ids[blocked_at]])
+    holder.execute("SELECT id FROM redpackets_share WHERE packet_id = %s FOR UPDATE", [ids[blocked_at]])
     control = control_connection(f"drill-control-{procs.tag}")
     app_name = f"drill-worker-{procs.tag}"
 
