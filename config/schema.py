@@ -12,6 +12,7 @@ from wallets.idempotency import MAX_KEY_LENGTH
 
 class KnoxBearerScheme(OpenApiAuthenticationExtension):
     target_class = "knox.auth.TokenAuthentication"
+    match_subclasses = True  # wallets.auth.OneQueryTokenAuthentication
     name = "bearerAuth"
     # Above drf-spectacular's bundled knox extension (priority 0), which would win otherwise.
     priority = 1
@@ -307,8 +308,8 @@ def _make_nullable_refs_valid(result: dict) -> None:
     for ref, uses in nullable_uses.items():
         target = schemas[ref.rsplit("/", 1)[-1]]
         only_nullable = all_uses[ref] == len(uses)
-        for use in uses:
-            description = {k: v for k, v in use.items() if k in ("description", "readOnly")}
+        descriptions = [{k: v for k, v in use.items() if k in ("description", "readOnly")} for use in uses]
+        for use, description in zip(uses, descriptions):
             use.clear()
             if only_nullable:
                 use["$ref"] = ref  # siblings of a $ref are ignored in 3.0
@@ -316,3 +317,5 @@ def _make_nullable_refs_valid(result: dict) -> None:
                 use.update({**target, **description, "nullable": True})
         if only_nullable:
             target["nullable"] = True
+            if len(uses) == 1 and "description" in descriptions[0]:  # said once, on the component
+                target.setdefault("description", descriptions[0]["description"])

@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from client.views import client_page
 from config.errors import envelope
 from events import apis as event_apis
 from redpackets import apis as packet_apis
@@ -41,6 +42,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("", client_page, name="client"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -170,6 +170,12 @@ def packet_view(packet: Packet, *, viewer: AbstractBaseUser) -> PacketView:
     )
 
 
+def packet_view_of_sent(packet: Packet, *, viewer: AbstractBaseUser) -> PacketView:
+    """The view of a packet `packet_send` has just created, without reading it back: nothing is claimed yet."""
+    packet.claimed_count, packet.claimed_amount, packet.last_claimed_at, packet.settled_shares = 0, 0, None, []
+    return packet_view(packet, viewer=viewer)
+
+
 def packet_detail(*, packet_id: uuid.UUID, viewer: AbstractBaseUser) -> PacketView:
     packet = _packets_with_claims().filter(id=packet_id, group__memberships__user=viewer).first()
     if packet is None:

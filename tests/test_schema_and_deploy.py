@@ -41,6 +41,7 @@ def production_env(**extra: str) -> dict[str, str]:
     return {
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+        "PIN_KEY": secrets.token_urlsafe(32),
         "DJANGO_ALLOWED_HOSTS": "example.com",
         "METRICS_TOKEN": secrets.token_urlsafe(32),
         **extra,
@@ -321,6 +322,27 @@ def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
 
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_production_settings_refuse_to_start_without_a_pin_key(tmp_path):
+    env = production_env()
+    del env["PIN_KEY"]
+
+    result = manage("check", env=env, tmp_path=tmp_path)
+
+    assert result.returncode != 0
+    assert "PIN_KEY" in result.stderr
+
+
+@pytest.mark.parametrize("reason", ["short", "the secret key"])
+def test_the_deploy_checks_refuse_a_weak_or_reused_pin_key(tmp_path, reason):
+    env = production_env()
+    env["PIN_KEY"] = "too-short" if reason == "short" else env["DJANGO_SECRET_KEY"]
+
+    result = manage("check", "--deploy", env=env, tmp_path=tmp_path)
+
+    assert result.returncode != 0
+    assert ("wallets.E001" if reason == "short" else "wallets.E002") in result.stderr
 
 
 @pytest.mark.django_db

@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "redpackets",
     "observability",
     "events",
+    "client",
 ]
 
 MIDDLEWARE = [
@@ -101,6 +102,9 @@ DATABASES = {
 # Switch off behind a transaction-pooling PgBouncer, which cannot keep them.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_PREPARED_STATEMENTS", True):
     DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Health checks without a round trip on a connection used within the last second.
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
 # Nothing waits on PostgreSQL forever (web and worker alike; a process may set its own):
 # a statement, a lock wait and a transaction left open by a stuck or dead client are
 # ended by the server, and TCP keepalives notice a peer that vanished. A lock or
@@ -125,6 +129,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+
+# Read replica (config/replicas.py): read-only endpoints read from it; writes, money
+# and a user's reads within REPLICA_READ_YOUR_WRITES_SECONDS of their own write do not.
+REPLICA_READ_YOUR_WRITES_SECONDS = env_int("REPLICA_READ_YOUR_WRITES_SECONDS", 5)
+if os.environ.get("DATABASE_REPLICA_URL"):
+    DATABASES["replica"] = {
+        **DATABASES["default"],
+        **dj_database_url.parse(os.environ["DATABASE_REPLICA_URL"], conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+                                conn_health_checks=True),
+        "ENGINE": DATABASES["default"]["ENGINE"],
+        "OPTIONS": DATABASES["default"].get("OPTIONS", {}),
+        "TEST": {"MIRROR": "default"},
+    }
+    DATABASE_ROUTERS = ["config.replicas.PrimaryReplicaRouter"]
+    MIDDLEWARE.append("config.replicas.RecordWritesMiddleware")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -183,7 +202,7 @@ API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 32)
 API_BODY_READ_TIMEOUT_SECONDS = float(os.environ.get("API_BODY_READ_TIMEOUT_SECONDS", "10"))
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["knox.auth.TokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["wallets.auth.OneQueryTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["config.request_limits.SafeJSONParser"],
@@ -219,6 +238,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "wallet", "description": "The caller's own wallet: balance, payment PIN, sandbox topups, history."},
         {"name": "groups", "description": "Mirrors of chat groups: members, and the packets sent to them."},
         {"name": "packets", "description": "Send, read and claim red packets."},
+        {"name": "events", "description": "v1.1: the feed of every change a chat client shows."},
     ],
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI's files are served by this service, not fetched from a CDN.
@@ -239,9 +259,21 @@ SPECTACULAR_SETTINGS = {
 # --- Money rules ----------------------------------------------------------------
 SANDBOX_TOPUPS = env_bool("SANDBOX_TOPUPS", True)
 SANDBOX_TOPUP_MAX = env_int("SANDBOX_TOPUP_MAX", 1_000_000)
+# The chat client at / offers seed_demo's users as one-tap logins (their passwords in the page).
+DEMO_LOGINS = env_bool("DEMO_LOGINS", True)
 DEFAULT_CURRENCY = "CNY"
 # How long an Idempotency-Key replays its first response.
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24))
+# Payment PINs are HMAC-SHA256 under PIN_KEY (wallets/pins.py): a key the
+# database does not hold, never DJANGO_SECRET_KEY. Rotate by making a new key
+# current (PIN_KEY, PIN_KEY_ID) and moving the old one to PIN_RETIRED_KEYS
+# ("id:key,id:key") until every PIN has been used once (rehashed) or reset.
+LOCAL_ONLY_PIN_KEY = "insecure-local-only-pin-key-change-me-in-production-0123456789"
+PIN_KEY = os.environ.get("PIN_KEY", LOCAL_ONLY_PIN_KEY)
+PIN_KEY_ID = os.environ.get("PIN_KEY_ID", "1")
+PIN_RETIRED_KEYS = dict(
+    pair.strip().split(":", 1) for pair in os.environ.get("PIN_RETIRED_KEYS", "").split(",") if pair.strip()
+)
 PIN_MAX_FAILURES = 5
 PIN_FAILURE_WINDOW = timedelta(minutes=15)
 PIN_LOCK_DURATION = timedelta(minutes=15)
@@ -254,7 +286,9 @@ REDPACKET_SWEEP_SECONDS = env_int("REDPACKET_SWEEP_SECONDS", 60)
 REDPACKET_MAX_SHARE = env_int("REDPACKET_MAX_SHARE", 20000)
 REDPACKET_MAX_SHARES = env_int("REDPACKET_MAX_SHARES", 100)
 REDPACKET_GREETING_MAX_LENGTH = 100
+# A backlog larger than REDPACKET_SWEEP_BATCH is swept by REDPACKET_SWEEP_TASKS tasks at once.
 REDPACKET_SWEEP_BATCH = env_int("REDPACKET_SWEEP_BATCH", 500)
+REDPACKET_SWEEP_TASKS = env_int("REDPACKET_SWEEP_TASKS", env_int("WORKER_CONCURRENCY", 2))
 # The key of the passphrases' HMACs. Without it, one derived from SECRET_KEY (which
 # production requires), under its own label so neither key reveals the other.
 REDPACKET_PASSPHRASE_KEY = os.environ.get("REDPACKET_PASSPHRASE_KEY", "")
@@ -287,6 +321,8 @@ if CELERY_BROKER_URL == "filesystem://":
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
+        # kombu keeps its exchange tables in ./control (relative to the working directory) unless told.
+        "control_folder": str(_queue_dir / "control"),
         "polling_interval": 0.5,
     }
 else:
@@ -305,6 +341,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "refund-expired-packets": {
         "task": "redpackets.tasks.refund_expired_packets",
+        "kwargs": {"fan_out": True},
         "schedule": max(REDPACKET_SWEEP_SECONDS / 4, 0.5),
         "options": {"expires": max(REDPACKET_SWEEP_SECONDS / 2, 1)},
     },
@@ -344,6 +381,15 @@ READINESS_TIMEOUT_SECONDS = float(os.environ.get("READINESS_TIMEOUT_SECONDS", "0
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "console")
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL)
+# Celery logs every task received, succeeded and sent by beat at INFO: the sweep alone makes
+# three lines every few seconds. Failures are still logged (WARNING and up).
+LOGGING["loggers"].update({
+    name: {"level": os.environ.get("CELERY_TASK_LOG_LEVEL", "WARNING")}
+    for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+})
+# The access line of each request (5xx at WARNING); `make run` keeps only those on screen,
+# since the chat client polls about once a second.
+LOGGING["loggers"]["request"] = {"level": os.environ.get("ACCESS_LOG_LEVEL", "INFO")}
 # Peers (addresses or networks, comma-separated) whose X-Request-ID is kept, e.g. the load balancer.
 REQUEST_ID_TRUSTED_PROXIES = [
     ipaddress.ip_network(p.strip(), strict=False)

@@ -12,6 +12,7 @@ ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").s
 
 # Real money only comes from a payment provider.
 SANDBOX_TOPUPS = env_bool("SANDBOX_TOPUPS", False)
+DEMO_LOGINS = env_bool("DEMO_LOGINS", False)
 # Webhooks only to https URLs of public addresses.
 WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", False)
 
@@ -23,6 +24,9 @@ SECURE_HSTS_PRELOAD = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 
+# Its own secret (wallets/pins.py); the deploy checks `wallets.E001`-`E003` refuses a
+# short one or DJANGO_SECRET_KEY reused.
+PIN_KEY = os.environ["PIN_KEY"]
 # Probes and scrapes reach the processes directly, over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 METRICS_TOKEN_REQUIRED = True

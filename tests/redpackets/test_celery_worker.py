@@ -48,6 +48,7 @@ class Worker(Proc):
             "REDPACKET_SWEEP_SECONDS": str(SWEEP_SECONDS),
             "VAR_DIR": str(var_dir),
             "PYTHONUNBUFFERED": "1",
+            "CELERY_TASK_LOG_LEVEL": "INFO",  # wait_ready() reads the per-task lines
         }
         super().__init__(
             "worker",

@@ -1,7 +1,10 @@
 """Demo data for the local run: an admin login, users with balances and PINs, a group,
 and a passphrase packet with a hint in it."""
 
+import os
+
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -23,7 +26,13 @@ DEMO_HINT = "What do we eat at midnight on New Year's Eve? (one word)"
 class Command(BaseCommand):
     help = "Create demo logins (idempotent) and print them."
 
+    def add_arguments(self, parser):
+        # `make run` migrates and seeds in one process: one Django start-up fewer before it answers.
+        parser.add_argument("--migrate", action="store_true", help="Apply migrations first.")
+
     def handle(self, *args, **options):
+        if options["migrate"]:
+            call_command("migrate", interactive=False, verbosity=0)
         User = get_user_model()
         with transaction.atomic():
             if not User.objects.filter(username=ADMIN[0]).exists():
@@ -46,10 +55,12 @@ class Command(BaseCommand):
             packet_send(sender=alice, group_id=group.id, kind=PacketKind.RANDOM, share_count=3, total_amount=8888,
                         greeting="Happy New Year! Answer the riddle.", passphrase=DEMO_PASSPHRASE, hint=DEMO_HINT)
 
+        site = f"http://{os.environ.get('WEB_BIND', '127.0.0.1:8000')}"
         self.stdout.write(self.style.SUCCESS("Demo data ready:"))
-        self.stdout.write(f"  admin login:  {ADMIN[0]} / {ADMIN[1]}  (http://127.0.0.1:8000/admin/)")
+        self.stdout.write(f"  chat client:  {site}/  (the demo users below are one tap away there)")
+        self.stdout.write(f"  admin login:  {ADMIN[0]} / {ADMIN[1]}  ({site}/admin/)")
         for username in DEMO_USERS:
             self.stdout.write(f"  user:         {username} / {DEMO_PASSWORD}  PIN {DEMO_PIN}")
         self.stdout.write(f"  group:        Family ({group.id}), members {', '.join(DEMO_USERS)}")
         self.stdout.write(f"  packet:       alice's 88.88 in Family asks \"{DEMO_HINT}\" (answer: {DEMO_PASSPHRASE})")
-        self.stdout.write("  API docs:     http://127.0.0.1:8000/api/docs/")
+        self.stdout.write(f"  API docs:     {site}/api/docs/  (reference: docs/api.md)")
