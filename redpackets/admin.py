@@ -1,11 +1,14 @@
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import Count, F, Q
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from config.admin import ReadOnlyAdminMixin, ReadOnlyTabularInline
 from redpackets.models import ChatGroup, GroupMembership, Packet, PacketStatus, Share
 from redpackets.selectors import packet_status, packets_with_progress
 from redpackets.services import packet_refund_expired
+from wallets.money import format_money
 
 
 class MembershipInline(admin.TabularInline):
@@ -33,9 +36,16 @@ class ChatGroupAdmin(admin.ModelAdmin):
 
 class ShareInline(ReadOnlyTabularInline):
     model = Share
-    fields = ["seq", "amount", "claimed_by", "claimed_at", "refunded", "claim_transaction"]
+    fields = ["seq", "amount_display", "claimed_by", "claimed_at", "refunded", "claim_transaction"]
     readonly_fields = fields
     ordering = ["seq"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("packet", "claimed_by", "claim_transaction")
+
+    @admin.display(description="amount")
+    def amount_display(self, share):
+        return format_money(share.amount, share.packet.currency)
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -63,13 +73,14 @@ class StatusFilter(admin.SimpleListFilter):
 
 @admin.register(Packet)
 class PacketAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["short_id", "kind", "sender", "group", "total_amount", "share_count", "status", "created_at", "expires_at"]
+    list_display = ["short_id", "kind", "sender", "group", "total", "share_count", "status", "created_at", "expires_at"]
     list_filter = [StatusFilter, "kind"]
     search_fields = ["id", "sender__username", "group__name"]
     list_select_related = ["sender", "group"]
+    ordering = ["-created_at"]  # backed by the packet_recent index
     fields = [
-        "id", "group", "sender", "recipient", "kind", "greeting", "currency", "total_amount", "share_count",
-        "status", "created_at", "expires_at", "settled_at", "refunded_amount",
+        "id", "group", "sender", "recipient", "kind", "greeting", "total", "share_count",
+        "status", "created_at", "expires_at", "settled_at", "refunded",
     ]
     readonly_fields = fields
     inlines = [ShareInline]
@@ -87,6 +98,14 @@ class PacketAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def status(self, packet):
         return packet_status(packet)[0]
 
+    @admin.display(description="total", ordering="total_amount")
+    def total(self, packet):
+        return format_money(packet.total_amount, packet.currency)
+
+    @admin.display(description="refunded", ordering="refunded_amount")
+    def refunded(self, packet):
+        return format_money(packet.refunded_amount, packet.currency)
+
     def get_actions(self, request):
         actions = super().get_actions(request)
         if not request.user.is_superuser:
@@ -95,6 +114,18 @@ class PacketAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Expire now and refund the unclaimed shares (superusers)")
     def expire_now(self, request, queryset):
+        """Asks first, on a page that lists what each packet would refund; posts on "Yes, expire"."""
+        if request.POST.get("post") != "yes":
+            packets = [(packet, packet.total_amount - packet.claimed_amount) for packet in queryset]
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Expire these packets now?",
+                "opts": self.model._meta,
+                "packets": [(p, format_money(free, p.currency), p.settled_at is not None) for p, free in packets],
+                "queryset": queryset,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/redpackets/expire_now_confirmation.html", context)
         refunded, skipped = 0, 0
         for packet_id in queryset.values_list("id", flat=True):
             amount = packet_refund_expired(packet_id=packet_id, force=True)

@@ -1,17 +1,18 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Sum
+from django.core.paginator import Paginator
+from django.db.models import Prefetch, Sum
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import formats, timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from config.admin import ReadOnlyAdminMixin, ReadOnlyTabularInline
 from config.errors import InsufficientFunds, ServiceError
 from wallets.models import Account, AccountKind, LedgerEntry, LedgerTransaction, PaymentPin, Wallet
+from wallets.money import format_money
 from wallets.selectors import ledger_reconcile
 from wallets.services import wallet_adjust
 
@@ -20,33 +21,12 @@ from wallets.services import wallet_adjust
 admin.site.site_url = None
 
 
-class EntryInline(ReadOnlyTabularInline):
-    model = LedgerEntry
-    fields = ["transaction_link", "kind", "amount", "balance_after", "memo", "created_at"]
-    readonly_fields = fields
-    ordering = ["-id"]
+WALLET_ENTRIES_PER_PAGE = 25
 
-    @admin.display(description="transaction")
-    def transaction_link(self, entry):
-        url = reverse("admin:wallets_ledgertransaction_change", args=[entry.transaction_id])
-        return format_html('<a href="{}">{}</a>', url, entry.transaction_id)
 
-    @admin.display(description="kind")
-    def kind(self, entry):
-        return entry.transaction.get_kind_display()
-
-    @admin.display(description="memo")
-    def memo(self, entry):
-        """The adjustment's reason, the topup's or refund's note: why the money moved."""
-        return entry.transaction.memo or self.get_empty_value_display()
-
-    @admin.display(description="posted at")
-    def created_at(self, entry):
-        # Formatted like the admin's own date fields (a callable's datetime would show raw).
-        return formats.localize(timezone.template_localtime(entry.transaction.created_at))
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("transaction")
+def short_id(value) -> str:
+    """The first block of a UUID: the full one takes a third of a 1366 px list."""
+    return str(value)[:8]
 
 
 class AdjustmentForm(forms.Form):
@@ -56,12 +36,11 @@ class AdjustmentForm(forms.Form):
 
 @admin.register(Wallet)
 class WalletAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["user", "balance", "currency", "created_at"]
+    list_display = ["user", "balance_display", "created_at"]
     search_fields = ["user__username"]
     list_select_related = ["user"]
-    fields = ["user", "balance", "currency", "created_at"]
+    fields = ["user", "balance_display", "currency", "created_at"]
     readonly_fields = fields
-    inlines = [EntryInline]
     actions = ["adjust_balance"]
     change_form_template = "admin/wallets/wallet_change_form.html"
     change_list_template = "admin/wallets/wallet_change_list.html"
@@ -71,6 +50,16 @@ class WalletAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return request.user.is_staff
+
+    @admin.display(description="balance", ordering="balance")
+    def balance_display(self, wallet):
+        return format_money(wallet.balance, wallet.currency)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The wallet's ledger entries, newest first, a page at a time (?entries_page=N)."""
+        entries = LedgerEntry.objects.filter(account_id=object_id).select_related("transaction").order_by("-id")
+        page = Paginator(entries, WALLET_ENTRIES_PER_PAGE).get_page(request.GET.get("entries_page"))
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "entries_page": page})
 
     @admin.action(description="Adjust balance (superusers)")
     def adjust_balance(self, request, queryset):
@@ -127,7 +116,7 @@ class WalletAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class SystemAccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """System accounts: their balance is the sum of their entries."""
 
-    list_display = ["code", "currency", "kind", "entry_balance"]
+    list_display = ["code", "kind", "entry_balance", "entry_balance_minor"]
     fields = ["code", "currency", "kind"]
     readonly_fields = fields
 
@@ -136,33 +125,82 @@ class SystemAccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="balance (sum of entries)")
     def entry_balance(self, account):
+        return format_money(account.entry_sum or 0, account.currency)
+
+    @admin.display(description="minor units")
+    def entry_balance_minor(self, account):
         return account.entry_sum or 0
 
 
 class TransactionEntryInline(ReadOnlyTabularInline):
+    """An entry's detail: money as money, and the minor units an operator reconciles with."""
+
     model = LedgerEntry
-    fields = ["account", "amount", "balance_after"]
+    fields = ["account", "amount_display", "amount", "balance_after_display", "balance_after"]
     readonly_fields = fields
+    ordering = ["id"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("account__user")
+
+    @admin.display(description="amount")
+    def amount_display(self, entry):
+        return format_money(entry.amount, entry.account.currency, signed=True)
+
+    @admin.display(description="balance after")
+    def balance_after_display(self, entry):
+        if entry.balance_after is None:
+            return self.get_empty_value_display()
+        return format_money(entry.balance_after, entry.account.currency)
 
 
 @admin.register(LedgerTransaction)
 class LedgerTransactionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "kind", "created_at", "packet", "created_by", "memo"]
+    list_display = ["short_id", "kind", "amount", "wallets", "packet", "created_by", "memo", "created_at"]
     list_filter = ["kind"]
     search_fields = ["id", "packet_id", "entries__account__user__username", "memo"]
     date_hierarchy = "created_at"
-    fields = ["id", "kind", "created_at", "packet", "created_by", "memo"]
+    ordering = ["-created_at"]  # backed by the created_at index; the admin adds -pk as the tie-break
+    fields = ["id", "kind", "amount", "created_at", "packet", "created_by", "memo"]
     readonly_fields = fields
     inlines = [TransactionEntryInline]
     list_select_related = ["created_by"]
 
+    def get_queryset(self, request):
+        # One query for the whole page's entries and their wallets, not one per row.
+        entries = LedgerEntry.objects.select_related("account__user").order_by("id")
+        return super().get_queryset(request).prefetch_related(Prefetch("entries", queryset=entries))
+
+    @admin.display(description="transaction", ordering="id")
+    def short_id(self, ledger_transaction):
+        return short_id(ledger_transaction.id)
+
+    @admin.display(description="amount")
+    def amount(self, ledger_transaction):
+        """What moved: the sum of the credited legs (a balanced transaction debits as much)."""
+        entries = ledger_transaction.entries.all()
+        if not entries:
+            return self.get_empty_value_display()
+        return format_money(sum(e.amount for e in entries if e.amount > 0), entries[0].account.currency)
+
+    @admin.display(description="wallets")
+    def wallets(self, ledger_transaction):
+        legs = [e for e in ledger_transaction.entries.all() if e.account.kind == AccountKind.WALLET]
+        if not legs:
+            return self.get_empty_value_display()
+        return format_html_join(
+            ", ", '<a href="{}">{}</a> {}',
+            ((reverse("admin:wallets_wallet_change", args=[e.account_id]), e.account.user.username,
+              format_money(e.amount, e.account.currency, signed=True)) for e in legs),
+        )
 
     @admin.display(description="packet")
     def packet(self, ledger_transaction):
         if ledger_transaction.packet_id is None:
             return "-"
         url = reverse("admin:redpackets_packet_change", args=[ledger_transaction.packet_id])
-        return format_html('<a href="{}">{}</a>', url, ledger_transaction.packet_id)
+        return format_html('<a href="{}" title="{}">{}</a>', url, ledger_transaction.packet_id,
+                           short_id(ledger_transaction.packet_id))
 
 
 @admin.register(PaymentPin)
