@@ -31,9 +31,6 @@ from wallets.services import adjustment_approve, adjustment_reject, adjustment_r
 # Most minor units one adjustment may move: a typo guard, far below the database's bigint.
 MAX_ADJUSTMENT = 10**12
 
-# The admin's "View site" link pointed at "/", which this service answers with the
-# API's 404 envelope: operators have no site to view, so the link is left out.
-admin.site.site_url = None
 
 
 WALLET_ENTRIES_PER_PAGE = 25
