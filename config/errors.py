@@ -105,6 +105,18 @@ class NotRecipient(ServiceError):
     default_message = "This packet is for someone else."
 
 
+class WrongPassphrase(ServiceError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "wrong_passphrase"
+    default_message = "This packet needs its passphrase."
+
+
+class PassphraseLocked(ServiceError):
+    status_code = status.HTTP_423_LOCKED
+    code = "passphrase_locked"
+    default_message = "Too many wrong passphrases; you are locked out of this packet."
+
+
 # Codes for DRF's own exceptions, by class; the first match wins.
 _DRF_CODES: list[tuple[type[exceptions.APIException], int, str]] = [
     (exceptions.ValidationError, 400, "validation_error"),

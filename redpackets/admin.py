@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from config.admin import ReadOnlyAdminMixin, ReadOnlyTabularInline
 from redpackets.models import ChatGroup, GroupMembership, Packet, PacketStatus, Share
-from redpackets.selectors import packet_status, packets_with_progress
+from redpackets.selectors import packet_commitment, packet_status, packets_with_progress
 from redpackets.services import packet_refund_expired
 from wallets.money import format_money
 
@@ -63,12 +63,15 @@ class StatusFilter(admin.SimpleListFilter):
         if value is None:
             return queryset
         finished = Q(claimed_count=F("share_count"))
-        ended = Q(settled_at__isnull=False) | Q(expires_at__lte=now)
+        settled = Q(settled_at__isnull=False)
+        past_expiry = Q(expires_at__lte=now)
         if value == PacketStatus.FINISHED:
             return queryset.filter(finished)
         if value == PacketStatus.EXPIRED:
-            return queryset.exclude(finished).filter(ended)
-        return queryset.exclude(finished).exclude(ended)
+            return queryset.exclude(finished).filter(settled)
+        if value == PacketStatus.EXPIRING:
+            return queryset.exclude(finished).exclude(settled).filter(past_expiry)
+        return queryset.exclude(finished).exclude(settled).exclude(past_expiry)
 
 
 @admin.register(Packet)
@@ -80,7 +83,8 @@ class PacketAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ordering = ["-created_at"]  # backed by the packet_recent index
     fields = [
         "id", "group", "sender", "recipient", "kind", "greeting", "total", "share_count",
-        "status", "created_at", "expires_at", "settled_at", "refunded",
+        "status", "created_at", "expires_at", "settled_at", "refunded", "largest_share", "commitment",
+        "has_passphrase", "hint",
     ]
     readonly_fields = fields
     inlines = [ShareInline]
@@ -105,6 +109,22 @@ class PacketAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="refunded", ordering="refunded_amount")
     def refunded(self, packet):
         return format_money(packet.refunded_amount, packet.currency)
+
+    @admin.display(description="share cap")
+    def largest_share(self, packet):
+        if packet.share_cap is None:
+            return self.get_empty_value_display()
+        return format_money(packet.share_cap, packet.currency)
+
+    # The seed stays out of the admin as out of the API until the packet settles (the
+    # proof shows it then); the passphrase exists only as its HMAC, never shown.
+    @admin.display(description="commitment (rp-split-v1)")
+    def commitment(self, packet):
+        return packet_commitment(packet) or "—"
+
+    @admin.display(description="passphrase", boolean=True)
+    def has_passphrase(self, packet):
+        return packet.passphrase_hmac is not None
 
     def get_actions(self, request):
         actions = super().get_actions(request)

@@ -1,31 +1,36 @@
 """How a packet's total is split into shares. Pure functions, integers only.
 
-Random split (see docs/allocation.md for the distribution):
-1. every share starts at the minimum, 1 minor unit;
-2. the rest is spread in proportion to symmetric Dirichlet(ALPHA) weights
-   (independent Gamma(ALPHA) draws), rounded to integers by largest remainder,
-   so the shares sum exactly to the total;
-3. a share that would pass the cap is held at the cap and its excess is spread
-   again over the others, by the same weights (water-filling);
-4. the shares are shuffled.
+Random packets use `rp-split-v1` (the API contract, "Verifiable random split";
+docs/allocation.md for the distribution, docs/verifiable-split.md for checking it):
+a 32-byte seed drawn from the operating system's CSPRNG at send feeds a SHA-256
+byte stream; the shares are `1 + compose(T - n, n)`, a composition uniform over
+all of them, and any excess over the cap is re-spread as a uniform composition
+over the shares still below it. The shares are a deterministic function of
+(total, count, cap, seed), so anyone holding the seed can recompute them, and the
+commitment (a SHA-256 over the packet's terms and the seed) published at send
+fixes them before the first claim.
 
-Each step treats every position alike, and the final shuffle makes the vector
-exchangeable by construction: whichever share a claimer takes, in whatever order,
-its distribution is the same, with mean total / count. All randomness comes
-from the operating system's CSPRNG (`secrets.SystemRandom`).
+A uniform composition is exchangeable: every position, hence every claim order,
+has the same distribution, with mean total / count. The cap loop treats the
+positions below the cap alike, so it keeps that symmetry.
+
+tools/verify_packet.py repeats this algorithm on purpose (a user runs it without
+the service); tests/redpackets/test_verify_packet.py keeps the two in step.
 """
 
-import random
+import hashlib
 import secrets
+import struct
 
-# Dirichlet concentration: 1 is the uniform distribution on the simplex, a
-# spread close to WeChat's (a share ranges from the minimum to several times
-# the mean, and the best share is usually 2-4 times the mean for 5-10 shares).
-ALPHA = 1.0
+ALGORITHM = "rp-split-v1"
 MIN_SHARE = 1
-_WEIGHT_SCALE = 2**48
+SEED_BYTES = 32
+_TWO_64 = 2**64
+_FOUR_U64 = struct.Struct(">4Q")  # one SHA-256 block
 
-_csprng = secrets.SystemRandom()
+
+def new_seed() -> bytes:
+    return secrets.token_bytes(SEED_BYTES)
 
 
 def split_fixed(*, share_amount: int, share_count: int) -> list[int]:
@@ -34,47 +39,65 @@ def split_fixed(*, share_amount: int, share_count: int) -> list[int]:
     return [share_amount] * share_count
 
 
-def split_random(*, total: int, share_count: int, cap: int, rng: random.Random | None = None) -> list[int]:
-    """Split `total` into `share_count` shares in [1, cap]; `rng` only for seeded tests."""
-    rng = rng or _csprng
+class _ByteStream:
+    """SHA-256(seed || u64be(0)) || SHA-256(seed || u64be(1)) || ..., read 8 bytes at a time."""
+
+    def __init__(self, seed: bytes):
+        self._seed = seed
+        self._block = 0
+        self._words: list[int] = []  # the current block's unread u64s, last first
+
+    def u64(self) -> int:
+        if not self._words:
+            digest = hashlib.sha256(self._seed + self._block.to_bytes(8, "big")).digest()
+            self._block += 1
+            self._words = list(reversed(_FOUR_U64.unpack(digest)))
+        return self._words.pop()
+
+    def below(self, k: int) -> int:
+        """Uniform in [0, k) by rejection: no modulo bias."""
+        limit = _TWO_64 - _TWO_64 % k
+        while True:
+            x = self.u64()
+            if x < limit:
+                return x % k
+
+
+def _compose(stream: _ByteStream, m: int, k: int) -> list[int]:
+    """k non-negative integers summing to m, uniform over all such (Floyd's sample of
+    k - 1 bar positions among m + k - 1, as stars and bars)."""
+    if k == 1:
+        return [m]
+    chosen: set[int] = set()
+    for j in range(m, m + k - 1):
+        t = stream.below(j + 1)
+        chosen.add(j if t in chosen else t)
+    bars = sorted(chosen)
+    parts = [bars[0]]
+    parts += [bars[i] - bars[i - 1] - 1 for i in range(1, k - 1)]
+    parts.append((m + k - 2) - bars[-1])
+    return parts
+
+
+def split_random(*, total: int, share_count: int, cap: int, seed: bytes) -> list[int]:
+    """rp-split-v1: share i of `total` in `share_count` shares of 1 to `cap`, from `seed`."""
     if share_count < 1:
         raise ValueError("A packet has at least one share.")
     if not share_count * MIN_SHARE <= total <= share_count * cap:
         raise ValueError(f"{total} cannot be split into {share_count} shares of {MIN_SHARE} to {cap}.")
-
-    shares = [MIN_SHARE] * share_count
-    weights = [rng.gammavariate(ALPHA, 1.0) for _ in range(share_count)]
-    remaining = total - MIN_SHARE * share_count
-    open_positions = list(range(share_count))
-    while remaining > 0:
-        portions = _apportion(remaining, [weights[i] for i in open_positions], rng)
-        remaining = 0
-        still_open = []
-        for position, portion in zip(open_positions, portions):
-            room = cap - shares[position]
-            given = min(portion, room)
-            shares[position] += given
-            remaining += portion - given
-            if shares[position] < cap:
-                still_open.append(position)
-        open_positions = still_open
-    rng.shuffle(shares)
-    return shares
+    stream = _ByteStream(seed)
+    shares = [MIN_SHARE + part for part in _compose(stream, total - share_count * MIN_SHARE, share_count)]
+    while True:
+        excess = sum(s - cap for s in shares if s > cap)
+        if not excess:
+            return shares
+        shares = [min(s, cap) for s in shares]
+        below_cap = [i for i, s in enumerate(shares) if s < cap]
+        for i, part in zip(below_cap, _compose(stream, excess, len(below_cap)), strict=True):
+            shares[i] += part
 
 
-def _apportion(amount: int, weights: list[float], rng: random.Random) -> list[int]:
-    """Integers proportional to `weights` that sum exactly to `amount` (largest remainder).
-
-    Weights are scaled to integers first so the arithmetic is exact; ties between
-    equal remainders are broken at random, so no position is favoured.
-    """
-    scaled = [int(w * _WEIGHT_SCALE) + 1 for w in weights]
-    total_weight = sum(scaled)
-    floors = [amount * w // total_weight for w in scaled]
-    remainders = [amount * w % total_weight for w in scaled]
-    order = list(range(len(weights)))
-    rng.shuffle(order)
-    order.sort(key=lambda i: remainders[i], reverse=True)
-    for i in order[: amount - sum(floors)]:
-        floors[i] += 1
-    return floors
+def commitment(*, packet_id: str, total: int, share_count: int, cap: int, seed: bytes) -> str:
+    """The packet's public commitment to its split, published from the send response on."""
+    text = f"{ALGORITHM}\n{packet_id}\n{total}\n{share_count}\n{cap}\n{seed.hex()}"
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

@@ -18,9 +18,11 @@ from config.errors import (
     NotRecipient,
     PacketExhausted,
     PacketExpired,
+    PassphraseLocked,
     PermissionDenied,
     PinLocked,
     PinNotSet,
+    WrongPassphrase,
 )
 from config.fields import StrictCharField, StrictIntegerField, StrictUUIDField
 from config.pagination import NewestFirstCursorPagination
@@ -52,6 +54,19 @@ class ClaimSerializer(serializers.Serializer):
     amount = serializers.IntegerField()
     claimed_at = serializers.DateTimeField()
     best_luck = serializers.BooleanField()
+    share_index = serializers.IntegerField(
+        allow_null=True, min_value=0,
+        help_text="v1.1: the number of the share this claim took (shares[share_index] of the proof); "
+        "null until the proof is published.",
+    )
+
+
+@extend_schema_serializer(component_name="SplitProof")
+class SplitProofSerializer(serializers.Serializer):
+    algorithm = serializers.ChoiceField(choices=["rp-split-v1"])
+    seed = serializers.RegexField(r"^[0-9a-f]{64}$", help_text="The 32-byte seed, as 64 lowercase hex digits.")
+    cap = serializers.IntegerField(min_value=1, help_text="The per-share cap in force at send.")
+    shares = serializers.ListField(child=serializers.IntegerField(min_value=1), help_text="Share 0, 1, ... in order.")
 
 
 class MyClaimSerializer(serializers.Serializer):
@@ -80,6 +95,18 @@ class PacketOutputSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
     claims = ClaimSerializer(many=True)
     my_claim = MyClaimSerializer(allow_null=True)
+    # v1.1
+    commitment = serializers.RegexField(
+        r"^sha256:[0-9a-f]{64}$", allow_null=True,
+        help_text="v1.1, random packets (null for fixed): SHA-256 over the packet's terms and its split's seed, "
+        "fixed at send; recompute it from the proof (docs/verifiable-split.md).",
+    )
+    proof = SplitProofSerializer(
+        allow_null=True,
+        help_text="v1.1: the seed and every share of a random packet, once it is finished or expired; null before.",
+    )
+    has_passphrase = serializers.BooleanField(help_text="v1.1: claims must carry the packet's passphrase.")
+    hint = serializers.CharField(source="packet.hint", help_text='v1.1: the sender\'s clue to the passphrase; "" when none.')
 
 
 class GroupsApi(ListAPIView):
@@ -200,6 +227,15 @@ class PacketSendApi(APIView):
             max_length=150, required=False, allow_null=True, default=None,
             help_text="Username: an exclusive packet for one member (share_count must be 1).",
         )
+        passphrase = StrictCharField(
+            max_length=100, required=False,
+            help_text="v1.1: members must answer it to claim; 1 to 32 characters after trimming surrounding "
+            "blanks, compared after Unicode NFKC normalisation and case folding. Never shown again.",
+        )
+        hint = StrictCharField(
+            max_length=100, required=False, allow_blank=True, default="",
+            help_text="v1.1: a question or clue shown to members (needs a passphrase).",
+        )
         # Required, as in the contract; any string is a try, so a malformed PIN counts as a wrong one.
         pin = StrictCharField(max_length=64, help_text="The sender's 6-digit payment PIN.")
 
@@ -276,6 +312,8 @@ class PacketSendApi(APIView):
                 share_amount=data.get("share_amount"),
                 greeting=data["greeting"],
                 recipient_username=data["recipient"],
+                passphrase=data.get("passphrase"),
+                hint=data["hint"],
             )
             view = selectors.packet_detail(packet_id=packet.id, viewer=request.user)
             return status.HTTP_201_CREATED, PacketOutputSerializer(view).data
@@ -304,21 +342,38 @@ class PacketClaimApi(APIView):
         amount = serializers.IntegerField()
         claimed_at = serializers.DateTimeField()
 
+    @extend_schema_serializer(component_name="PacketClaimRequest")
+    class InputSerializer(serializers.Serializer):
+        passphrase = StrictCharField(
+            max_length=100, required=False, allow_blank=True,
+            help_text="v1.1: the answer, for a packet with has_passphrase (ignored otherwise).",
+        )
+
     @extend_schema(
         operation_id="packets_claim",
         tags=["packets"],
-        request=None,
-        description="201 with the new claim; 200 with the same body when the caller had claimed already.",
+        request=InputSerializer,
+        description=(
+            "201 with the new claim; 200 with the same body when the caller had claimed already. "
+            "A packet with a passphrase takes `{\"passphrase\": ...}`: missing or wrong is 403 `wrong_passphrase` "
+            "and pays nothing; the 5th wrong try locks the caller out of the packet (423 `passphrase_locked` "
+            "from then on, the right passphrase included)."
+        ),
         responses={
             201: OutputSerializer,
             200: OutputSerializer,
             **schema.errors(
-                schema.UNAUTHENTICATED, NotFound, NotRecipient, PacketExhausted, PacketExpired, schema.THROTTLED
+                schema.VALIDATION, schema.UNAUTHENTICATED, NotFound, NotRecipient, WrongPassphrase, PacketExhausted,
+                PacketExpired, PassphraseLocked, schema.THROTTLED,
             ),
         },
     )
     def post(self, request, packet_id):
-        claim = services.packet_claim(packet_id=packet_id, user=request.user)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        claim = services.packet_claim(
+            packet_id=packet_id, user=request.user, passphrase=serializer.validated_data.get("passphrase")
+        )
         return Response(
             self.OutputSerializer(claim).data, status=status.HTTP_201_CREATED if claim.created else status.HTTP_200_OK
         )

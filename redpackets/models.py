@@ -12,6 +12,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Length
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from wallets.models import Account, LedgerTransaction
@@ -55,7 +57,14 @@ class PacketKind(models.TextChoices):
 class PacketStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     FINISHED = "finished", "Finished"
+    # Past expires_at, the refund of the remainder not yet posted.
+    EXPIRING = "expiring", "Expiring"
     EXPIRED = "expired", "Expired"
+
+
+SPLIT_SEED_BYTES = 32  # allocation.SEED_BYTES; a literal here, as migrations freeze it
+PASSPHRASE_HMAC_BYTES = 32  # HMAC-SHA256
+PASSPHRASE_MAX_WRONG_TRIES = 5  # the 5th wrong try locks the member out of the packet
 
 
 class Packet(models.Model):
@@ -78,6 +87,14 @@ class Packet(models.Model):
     # Set once, by the expiry refund, under the packet row lock.
     settled_at = models.DateTimeField(null=True, blank=True)
     refunded_amount = models.BigIntegerField(default=0)
+    # rp-split-v1 (random packets): the seed the shares were computed from, secret
+    # until the packet is finished or expired, and the per-share cap in force at send.
+    split_seed = models.BinaryField(null=True, blank=True, editable=False)
+    share_cap = models.BigIntegerField(null=True, blank=True)
+    # Passphrase packets: an HMAC of the normalised passphrase under a server key
+    # (redpackets.passphrases), never the text.
+    passphrase_hmac = models.BinaryField(null=True, blank=True, editable=False)
+    hint = models.CharField(max_length=100, blank=True)
 
     class Meta:
         indexes = [
@@ -98,6 +115,26 @@ class Packet(models.Model):
             ),
             models.CheckConstraint(condition=Q(recipient__isnull=True) | Q(share_count=1), name="packet_exclusive_has_one_share"),
             models.CheckConstraint(condition=Q(expires_at__gt=models.F("created_at")), name="packet_expires_after_creation"),
+            models.CheckConstraint(
+                condition=Q(split_seed__isnull=True) | Q(Exact(Length("split_seed"), SPLIT_SEED_BYTES)),
+                name="packet_split_seed_length",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind=PacketKind.RANDOM) | Q(split_seed__isnull=True, share_cap__isnull=True),
+                name="packet_fixed_has_no_split_seed",
+            ),
+            models.CheckConstraint(
+                condition=Q(split_seed__isnull=True, share_cap__isnull=True)
+                | Q(split_seed__isnull=False, share_cap__gte=1, total_amount__lte=models.F("share_count") * models.F("share_cap")),
+                name="packet_split_seed_with_cap_within_it",
+            ),
+            models.CheckConstraint(
+                condition=Q(passphrase_hmac__isnull=True) | Q(Exact(Length("passphrase_hmac"), PASSPHRASE_HMAC_BYTES)),
+                name="packet_passphrase_hmac_length",
+            ),
+            models.CheckConstraint(
+                condition=Q(passphrase_hmac__isnull=False) | Q(hint=""), name="packet_hint_only_with_passphrase"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -143,3 +180,30 @@ class Share(models.Model):
 
     def __str__(self) -> str:
         return f"Share {self.seq} of {self.packet_id}: {self.amount}"
+
+
+class PassphraseAttempt(models.Model):
+    """One member's wrong passphrase tries on one packet, counted in one row.
+
+    The count goes up by one per wrong try (an upsert, so concurrent tries take
+    turns on the row) and never past PASSPHRASE_MAX_WRONG_TRIES: at that count the
+    member is locked out of the packet.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    packet = models.ForeignKey(Packet, on_delete=models.PROTECT, related_name="passphrase_attempts")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    wrong_tries = models.PositiveSmallIntegerField()
+    last_tried_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["packet", "user"], name="passphrase_attempt_one_row_per_member"),
+            models.CheckConstraint(
+                condition=Q(wrong_tries__gte=1, wrong_tries__lte=PASSPHRASE_MAX_WRONG_TRIES),
+                name="passphrase_attempt_wrong_tries_bounded",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} tried {self.wrong_tries} wrong passphrase(s) on {self.packet_id}"

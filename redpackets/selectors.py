@@ -10,6 +10,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from config.errors import NotFound
+from redpackets import allocation
 from redpackets.models import ChatGroup, Packet, PacketKind, PacketStatus, Share
 from wallets.models import Account, AccountKind
 
@@ -31,6 +32,17 @@ class ClaimView:
     amount: int
     claimed_at: datetime
     best_luck: bool
+    share_index: int | None  # published with the proof
+
+
+@dataclass(frozen=True)
+class SplitProof:
+    """What a member needs to recompute a settled random packet's shares (rp-split-v1)."""
+
+    algorithm: str
+    seed: str
+    cap: int
+    shares: list[int]
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,12 @@ class PacketView:
     finished_at: datetime | None
     claims: list[ClaimView]
     my_claim: ClaimView | None
+    commitment: str | None
+    proof: SplitProof | None
+
+    @property
+    def has_passphrase(self) -> bool:
+        return self.packet.passphrase_hmac is not None
 
 
 def _claimed(field: str, aggregate):
@@ -63,38 +81,69 @@ def packets_with_progress() -> QuerySet[Packet]:
 
 
 def _packets_with_claims() -> QuerySet[Packet]:
-    claimed_shares = (
-        Share.objects.filter(claimed_by__isnull=False).select_related("claimed_by").order_by("claimed_at", "seq")
+    # Claimed and refunded shares: the claims, and once settled every share, for the proof.
+    # A free share's amount never leaves the database.
+    settled_shares = (
+        Share.objects.filter(Q(claimed_by__isnull=False) | Q(refunded=True))
+        .select_related("claimed_by")
+        .order_by("claimed_at", "seq")
     )
     return packets_with_progress().prefetch_related(
-        Prefetch("shares", queryset=claimed_shares, to_attr="claimed_shares")
+        Prefetch("shares", queryset=settled_shares, to_attr="settled_shares")
     )
 
 
 def packet_status(packet: Packet, *, now: datetime | None = None) -> tuple[str, datetime | None]:
     """(status, finished_at) of a packet from `packets_with_progress`.
 
-    finished: every share claimed (at the last claim); expired: settled by the
-    refund, or past expires_at; active otherwise.
+    finished: every share claimed (at the last claim); expired: settled, its
+    refund posted; expiring: past expires_at, the refund not posted yet (claims
+    are refused, the remainder is on its way back); active otherwise. An ended
+    packet's finished_at is when it stopped taking claims.
     """
     now = now or timezone.now()
     if packet.claimed_count == packet.share_count:
         return PacketStatus.FINISHED, packet.last_claimed_at
-    if packet.settled_at is not None or now >= packet.expires_at:
-        return PacketStatus.EXPIRED, min(t for t in (packet.settled_at, packet.expires_at) if t is not None)
+    if packet.settled_at is not None:
+        return PacketStatus.EXPIRED, min(packet.settled_at, packet.expires_at)
+    if now >= packet.expires_at:
+        return PacketStatus.EXPIRING, packet.expires_at
     return PacketStatus.ACTIVE, None
+
+
+def packet_commitment(packet: Packet) -> str | None:
+    """The rp-split-v1 commitment of a random packet; None for fixed (and pre-v1.1) ones."""
+    if packet.split_seed is None:
+        return None
+    return allocation.commitment(
+        packet_id=str(packet.id), total=packet.total_amount, share_count=packet.share_count,
+        cap=packet.share_cap, seed=bytes(packet.split_seed),
+    )
 
 
 def packet_view(packet: Packet, *, viewer: AbstractBaseUser) -> PacketView:
     """The public view of a packet fetched by `_packets_with_claims`."""
     status, finished_at = packet_status(packet)
-    shares = packet.claimed_shares
+    shares = [s for s in packet.settled_shares if s.claimed_by_id is not None]
     best = None
     if status == PacketStatus.FINISHED and packet.kind == PacketKind.RANDOM:
         # Shares are in claim order, so max() keeps the earliest of equal amounts.
         best = max(shares, key=lambda s: s.amount)
+    # The seed and the claims' share numbers come out together, once no share is left to claim.
+    settled = status in (PacketStatus.FINISHED, PacketStatus.EXPIRED)
+    proof = None
+    if settled and packet.split_seed is not None:
+        proof = SplitProof(
+            algorithm=allocation.ALGORITHM,
+            seed=bytes(packet.split_seed).hex(),
+            cap=packet.share_cap,
+            shares=[s.amount for s in sorted(packet.settled_shares, key=lambda s: s.seq)],
+        )
     claims = [
-        ClaimView(user=s.claimed_by.username, amount=s.amount, claimed_at=s.claimed_at, best_luck=s is best)
+        ClaimView(
+            user=s.claimed_by.username, amount=s.amount, claimed_at=s.claimed_at, best_luck=s is best,
+            share_index=s.seq if proof is not None else None,
+        )
         for s in shares
     ]
     my_claim = next((c for c, s in zip(claims, shares) if s.claimed_by_id == viewer.pk), None)
@@ -103,10 +152,16 @@ def packet_view(packet: Packet, *, viewer: AbstractBaseUser) -> PacketView:
         status=status,
         claimed_count=packet.claimed_count,
         claimed_amount=packet.claimed_amount,
-        remaining_amount=packet.total_amount - packet.claimed_amount if status == PacketStatus.ACTIVE else 0,
+        # Active: still claimable; expiring: on its way back to the sender.
+        remaining_amount=(
+            packet.total_amount - packet.claimed_amount
+            if status in (PacketStatus.ACTIVE, PacketStatus.EXPIRING) else 0
+        ),
         finished_at=finished_at,
         claims=claims,
         my_claim=my_claim,
+        commitment=packet_commitment(packet),
+        proof=proof,
     )
 
 

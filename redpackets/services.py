@@ -20,9 +20,26 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from config.errors import NotFound, NotRecipient, PacketExhausted, PacketExpired, PermissionDenied, ValidationFailed
-from redpackets import allocation
-from redpackets.models import ChatGroup, GroupMembership, Packet, PacketKind, Share
+from config.errors import (
+    NotFound,
+    NotRecipient,
+    PacketExhausted,
+    PacketExpired,
+    PassphraseLocked,
+    PermissionDenied,
+    ValidationFailed,
+    WrongPassphrase,
+)
+from redpackets import allocation, passphrases
+from redpackets.models import (
+    PASSPHRASE_MAX_WRONG_TRIES,
+    ChatGroup,
+    GroupMembership,
+    PassphraseAttempt,
+    Packet,
+    PacketKind,
+    Share,
+)
 from wallets.ledger import db_value, ledger_post, system_account
 from wallets.models import Account, AccountKind, LedgerTransaction, SystemAccount, TransactionKind
 from wallets.services import wallet_get_or_create
@@ -77,8 +94,13 @@ def packet_send(
     share_amount: int | None = None,
     greeting: str = "",
     recipient_username: str | None = None,
+    passphrase: str | None = None,
+    hint: str = "",
 ) -> Packet:
-    """Fund a packet for a group. The caller has verified the sender's PIN."""
+    """Fund a packet for a group. The caller has verified the sender's PIN.
+
+    A `passphrase` makes members answer it to claim; only its HMAC is kept.
+    """
     group = ChatGroup.objects.filter(id=group_id, memberships__user=sender).first()
     if group is None:
         raise NotFound("No such group.")
@@ -97,7 +119,18 @@ def packet_send(
         if share_count != 1:
             raise ValidationFailed.on("share_count", "An exclusive packet has exactly one share.")
 
+    passphrase_hmac = None
+    if passphrase is not None:
+        if not 1 <= len(passphrase.strip()) <= passphrases.MAX_LENGTH or not passphrases.normalise(passphrase):
+            raise ValidationFailed.on(
+                "passphrase", f"A passphrase is 1 to {passphrases.MAX_LENGTH} characters, not counting surrounding blanks."
+            )
+        passphrase_hmac = passphrases.passphrase_hmac(passphrase)
+    elif hint:
+        raise ValidationFailed.on("hint", "A hint goes with a passphrase.")
+
     cap = settings.REDPACKET_MAX_SHARE
+    seed = None
     if kind == PacketKind.RANDOM:
         if total_amount is None:
             raise ValidationFailed.on("total_amount", "A random packet needs total_amount.")
@@ -107,7 +140,8 @@ def packet_send(
                 f"total_amount must be between {share_count} and {share_count * cap} "
                 f"for {share_count} shares (1 to {cap} each).",
             )
-        amounts = allocation.split_random(total=total_amount, share_count=share_count, cap=cap)
+        seed = allocation.new_seed()
+        amounts = allocation.split_random(total=total_amount, share_count=share_count, cap=cap, seed=seed)
     else:
         if share_amount is None:
             raise ValidationFailed.on("share_amount", "A fixed packet needs share_amount.")
@@ -141,7 +175,12 @@ def packet_send(
             escrow_account=escrow,
             created_at=now,
             expires_at=now + timedelta(seconds=settings.REDPACKET_TTL_SECONDS),
+            split_seed=seed,
+            share_cap=cap if seed is not None else None,
+            passphrase_hmac=passphrase_hmac,
+            hint=hint,
         )
+        # Share i of the split is share number i: claims take the lowest free number first.
         Share.objects.bulk_create(
             [Share(packet=packet, seq=seq, amount=amount) for seq, amount in enumerate(amounts)]
         )
@@ -212,7 +251,13 @@ _CLAIM_CONTEXT = f"""
              WHERE a.user_id = %(user)s AND a.kind = '{AccountKind.WALLET}') AS wallet_id,
            s.amount AS my_amount, s.claimed_at AS my_claimed_at, p.settled_at,
            EXISTS (SELECT 1 FROM {_SHARE_TABLE} f
-                   WHERE f.packet_id = p.id AND f.claimed_by_id IS NULL AND NOT f.refunded) AS has_free_share
+                   WHERE f.packet_id = p.id AND f.claimed_by_id IS NULL AND NOT f.refunded) AS has_free_share,
+           p.passphrase_hmac,
+           -- Looked up only for a packet with a passphrase (a CASE evaluates its subquery lazily).
+           CASE WHEN p.passphrase_hmac IS NOT NULL THEN
+               (SELECT t.wrong_tries FROM {PassphraseAttempt._meta.db_table} t
+                 WHERE t.packet_id = p.id AND t.user_id = %(user)s)
+           END AS my_wrong_tries
     FROM {Packet._meta.db_table} p
     LEFT JOIN {_SHARE_TABLE} s ON s.packet_id = p.id AND s.claimed_by_id = %(user)s
     WHERE p.id = %(packet)s
@@ -231,6 +276,8 @@ class _ClaimContext:
     my_claimed_at: datetime | None
     settled_at: datetime | None
     has_free_share: bool
+    passphrase_hmac: bytes | None
+    my_wrong_tries: int | None
 
     def __post_init__(self):
         # SQLite hands back text and naive datetimes; PostgreSQL typed values.
@@ -247,8 +294,11 @@ def _as_datetime(value):
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult:
-    """Claim one share of a packet for `user`; a repeat returns the first claim."""
+def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser, passphrase: str | None = None) -> ClaimResult:
+    """Claim one share of a packet for `user`; a repeat returns the first claim.
+
+    `passphrase` is the member's answer, for a packet with one (ignored otherwise).
+    """
     # One read answers every question asked before the money moves.
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_CONTEXT, {"packet": db_value(Packet, "id", packet_id), "user": user.pk})
@@ -272,6 +322,9 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult
         # transaction would reach, without taking and releasing row locks for it. Most
         # claimers of a hot packet end here.
         raise _no_free_share(settled=packet.settled_at is not None)
+    if packet.passphrase_hmac is not None:
+        # After the no-free-share answer: a try on a packet with nothing left is no try.
+        _passphrase_check(packet, user=user, passphrase=passphrase)
     wallet_id = packet.wallet_id or wallet_get_or_create(user=user).id
 
     transaction_id = uuid.uuid4()
@@ -314,6 +367,46 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult
             raise
         return previous
     return ClaimResult(packet_id=packet.id, amount=amount, claimed_at=now, created=True)
+
+
+_ATTEMPT_TABLE = PassphraseAttempt._meta.db_table
+# One statement counts a wrong try: concurrent tries of a member take turns on the
+# row, and none counts past the lock (the CHECK on wrong_tries backs this up).
+_COUNT_WRONG_TRY = f"""
+    INSERT INTO {_ATTEMPT_TABLE} (packet_id, user_id, wrong_tries, last_tried_at) VALUES (%s, %s, 1, %s)
+    ON CONFLICT (packet_id, user_id) DO UPDATE
+        SET wrong_tries = {_ATTEMPT_TABLE}.wrong_tries + 1, last_tried_at = excluded.last_tried_at
+        WHERE {_ATTEMPT_TABLE}.wrong_tries < {PASSPHRASE_MAX_WRONG_TRIES}
+    RETURNING wrong_tries
+"""
+
+
+def _passphrase_check(packet: _ClaimContext, *, user: AbstractBaseUser, passphrase: str | None) -> None:
+    """Let a member with the right passphrase through; count a wrong one (committed on its own).
+
+    The PASSPHRASE_MAX_WRONG_TRIES-th wrong try locks the member out of the packet,
+    the right passphrase included. A missing one is no try: a client that does not
+    know passphrases yet must not lock its user out.
+    """
+    if (packet.my_wrong_tries or 0) >= PASSPHRASE_MAX_WRONG_TRIES:
+        raise PassphraseLocked()
+    if passphrase is None or not passphrase.strip():
+        raise WrongPassphrase()
+    if passphrases.passphrase_matches(passphrase, packet.passphrase_hmac):
+        return
+    now = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            _COUNT_WRONG_TRY,
+            [db_value(Packet, "id", packet.id), user.pk, db_value(PassphraseAttempt, "last_tried_at", now)],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise PassphraseLocked()  # concurrent wrong tries locked the member out since the read
+    left = PASSPHRASE_MAX_WRONG_TRIES - row[0]
+    if left == 0:
+        raise WrongPassphrase("The passphrase is wrong; you are now locked out of this packet.")
+    raise WrongPassphrase(f"The passphrase is wrong; {left} {'try' if left == 1 else 'tries'} left.")
 
 
 def _claim_of(packet_id: uuid.UUID, user: AbstractBaseUser) -> ClaimResult | None:

@@ -234,6 +234,9 @@ REDPACKET_MAX_SHARE = env_int("REDPACKET_MAX_SHARE", 20000)
 REDPACKET_MAX_SHARES = env_int("REDPACKET_MAX_SHARES", 100)
 REDPACKET_GREETING_MAX_LENGTH = 100
 REDPACKET_SWEEP_BATCH = env_int("REDPACKET_SWEEP_BATCH", 500)
+# The key of the passphrases' HMACs. Without it, one derived from SECRET_KEY (which
+# production requires), under its own label so neither key reveals the other.
+REDPACKET_PASSPHRASE_KEY = os.environ.get("REDPACKET_PASSPHRASE_KEY", "")
 
 # --- Celery ---------------------------------------------------------------------
 # With no broker configured, Celery uses kombu's filesystem transport under var/:

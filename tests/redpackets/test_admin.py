@@ -95,14 +95,16 @@ def test_the_packet_list_filters_by_status_and_kind(admin_client, sender, crowd,
     assert listed(admin_client) == {active.id, finished.id, refunded.id, unswept.id}
     assert listed(admin_client, status=PacketStatus.ACTIVE) == {active.id}
     assert listed(admin_client, status=PacketStatus.FINISHED) == {finished.id}
-    assert listed(admin_client, status=PacketStatus.EXPIRED) == {refunded.id, unswept.id}
+    assert listed(admin_client, status=PacketStatus.EXPIRED) == {refunded.id}
+    assert listed(admin_client, status=PacketStatus.EXPIRING) == {unswept.id}
     assert listed(admin_client, kind__exact=PacketKind.FIXED) == {finished.id, refunded.id}
-    assert listed(admin_client, kind__exact=PacketKind.RANDOM, status=PacketStatus.EXPIRED) == {unswept.id}
+    assert listed(admin_client, kind__exact=PacketKind.RANDOM, status=PacketStatus.EXPIRING) == {unswept.id}
+    assert listed(admin_client, kind__exact=PacketKind.RANDOM, status=PacketStatus.EXPIRED) == set()
 
     # and the list shows each packet's derived status
     response = admin_client.get(reverse(CHANGELIST))
     content = response.content.decode()
-    for status in (PacketStatus.ACTIVE, PacketStatus.FINISHED, PacketStatus.EXPIRED):
+    for status in PacketStatus:
         assert f">{status.value}<" in content
 
 

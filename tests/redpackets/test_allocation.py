@@ -1,16 +1,21 @@
-"""Properties of the share split: exact sums, bounds, and no favoured claim position."""
+"""Properties of the share split: rp-split-v1's test vectors, exact sums, bounds,
+determinism, and no favoured claim position."""
 
+import hashlib
 import math
 import random
 import statistics
+from collections import Counter
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from redpackets.allocation import split_fixed, split_random
+from redpackets.allocation import commitment, new_seed, split_fixed, split_random
 
 MAX_SHARE = 20000  # the default REDPACKET_MAX_SHARE
+VECTOR_PACKET_ID = "3f2a0c1e-8b7d-4e5f-9a6b-1c2d3e4f5a6b"
+seeds = st.binary(min_size=32, max_size=32)
 
 
 @st.composite
@@ -24,6 +29,8 @@ def random_packets(draw, max_count=100, max_cap=MAX_SHARE):
             st.integers(min_value=low, max_value=high),
             st.integers(min_value=low, max_value=min(high, low + 5)),
             st.integers(min_value=max(low, high - 5), max_value=high),
+            # Near share_count × cap, where the cap loop does most of the work.
+            st.integers(min_value=max(low, high - high // 10), max_value=high),
         )
     )
     return total, share_count, cap
@@ -37,84 +44,132 @@ def assert_valid_split(shares, *, total, share_count, cap):
     assert max(shares) <= cap
 
 
+def seeded(i: int) -> bytes:
+    return hashlib.sha256(f"test seed {i}".encode()).digest()
+
+
+# --- rp-split-v1: the contract's test vectors ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("total", "share_count", "cap", "seed", "shares", "expected_commitment"),
+    [
+        (1000, 5, 20000, bytes(32), [126, 408, 225, 82, 159],
+         "sha256:843c4750147132fed348924ac0ff6bcb1339678518a6d31d4f9dabed89d9a9ac"),
+        (10, 10, 20000, b"\x11" * 32, [1] * 10,
+         "sha256:eacee9d62c6e05c2ee7c489fc3a74a81dfcc8168c8e6d65a90e589c4439d6407"),
+        (888, 7, 200, bytes(range(32)), [49, 200, 200, 200, 18, 144, 77],
+         "sha256:e6efd5fa46b003985d1b0cdbc6ef0250c97f6640829d4e80f5a8d048c61b8306"),
+        (190000, 10, 20000, hashlib.sha256(b"red packet").digest(),
+         [15599, 20000, 20000, 20000, 20000, 20000, 20000, 20000, 14401, 20000],
+         "sha256:1e20c58eef2f96a3b8b26489e3e3c3dcb30dac59014c9524fc708efdc799f892"),
+        (6, 3, 2, b"\xff" * 32, [2, 2, 2],
+         "sha256:f0ca62f9fd18524a96ebfc31863ff8a180f582972eee4f52202b7ef209217343"),
+        (100, 1, 20000, b"\xab" * 32, [100],
+         "sha256:08452aa8bec0e15b70ef011549858d02a0b5955451d99d8c4122df6552df0d67"),
+    ],
+)
+def test_the_contracts_test_vectors_give_their_shares_and_commitments(
+    total, share_count, cap, seed, shares, expected_commitment
+):
+    assert split_random(total=total, share_count=share_count, cap=cap, seed=seed) == shares
+    assert commitment(
+        packet_id=VECTOR_PACKET_ID, total=total, share_count=share_count, cap=cap, seed=seed
+    ) == expected_commitment
+
+
+def test_the_fourth_vectors_seed_is_the_one_the_contract_spells_out():
+    assert hashlib.sha256(b"red packet").hexdigest() == "50f2284d699c07c9badf69dfc2d3713f9908ebedd113f660641a512a6e001157"
+
+
 # --- random split: properties -------------------------------------------------------
 
 
 @settings(max_examples=400, deadline=None)
-@given(random_packets(), st.integers(min_value=0, max_value=2**64).map(random.Random))
-@example((1, 1, 1), random.Random(0))
-@example((1, 1, MAX_SHARE), random.Random(0))
-@example((100, 100, MAX_SHARE), random.Random(0))
-@example((100 * MAX_SHARE, 100, MAX_SHARE), random.Random(0))
-@example((100 * MAX_SHARE - 1, 100, MAX_SHARE), random.Random(0))
-@example((101, 100, MAX_SHARE), random.Random(0))
-@example((90, 5, 20), random.Random(0))
-@example((99, 5, 20), random.Random(0))
-def test_random_split_sums_exactly_to_the_total_within_bounds(packet, rng):
+@given(random_packets(), seeds)
+@example((1, 1, 1), bytes(32))
+@example((1, 1, MAX_SHARE), bytes(32))
+@example((100, 100, MAX_SHARE), bytes(32))
+@example((100 * MAX_SHARE, 100, MAX_SHARE), bytes(32))
+@example((100 * MAX_SHARE - 1, 100, MAX_SHARE), bytes(32))
+@example((101, 100, MAX_SHARE), bytes(32))
+@example((90, 5, 20), bytes(32))
+@example((99, 5, 20), bytes(32))
+def test_random_split_sums_exactly_to_the_total_within_bounds(packet, seed):
     total, share_count, cap = packet
 
-    shares = split_random(total=total, share_count=share_count, cap=cap, rng=rng)
+    shares = split_random(total=total, share_count=share_count, cap=cap, seed=seed)
 
     assert_valid_split(shares, total=total, share_count=share_count, cap=cap)
 
 
-@settings(max_examples=100, deadline=None)
-@given(random_packets(max_count=50, max_cap=1000))
-def test_random_split_from_the_secure_source_keeps_the_same_rules(packet):
+@settings(max_examples=200, deadline=None)
+@given(random_packets(), seeds)
+def test_random_split_is_a_function_of_its_terms_and_seed(packet, seed):
     total, share_count, cap = packet
 
-    shares = split_random(total=total, share_count=share_count, cap=cap)
+    first = split_random(total=total, share_count=share_count, cap=cap, seed=seed)
+    second = split_random(total=total, share_count=share_count, cap=cap, seed=bytes(seed))
 
-    assert_valid_split(shares, total=total, share_count=share_count, cap=cap)
+    assert first == second
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(min_value=1, max_value=100), st.integers(min_value=1, max_value=MAX_SHARE))
-def test_random_split_of_the_minimum_total_gives_everyone_one_unit(share_count, cap):
-    shares = split_random(total=share_count, share_count=share_count, cap=cap)
+@given(st.integers(min_value=1, max_value=100), st.integers(min_value=1, max_value=MAX_SHARE), seeds)
+def test_random_split_of_the_minimum_total_gives_everyone_one_unit(share_count, cap, seed):
+    shares = split_random(total=share_count, share_count=share_count, cap=cap, seed=seed)
 
     assert shares == [1] * share_count
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(min_value=1, max_value=100), st.integers(min_value=1, max_value=MAX_SHARE))
-def test_random_split_of_the_maximum_total_gives_everyone_the_cap(share_count, cap):
-    shares = split_random(total=share_count * cap, share_count=share_count, cap=cap)
+@given(st.integers(min_value=1, max_value=100), st.integers(min_value=1, max_value=MAX_SHARE), seeds)
+def test_random_split_of_the_maximum_total_gives_everyone_the_cap(share_count, cap, seed):
+    shares = split_random(total=share_count * cap, share_count=share_count, cap=cap, seed=seed)
 
     assert shares == [cap] * share_count
 
 
 def test_random_split_of_a_single_share_is_the_whole_total():
-    shares = split_random(total=12345, share_count=1, cap=MAX_SHARE)
+    shares = split_random(total=12345, share_count=1, cap=MAX_SHARE, seed=new_seed())
 
     assert shares == [12345]
 
 
-def test_random_split_is_reproducible_with_a_seeded_generator():
-    first = split_random(total=10000, share_count=10, cap=MAX_SHARE, rng=random.Random(42))
-
-    second = split_random(total=10000, share_count=10, cap=MAX_SHARE, rng=random.Random(42))
-
-    assert first == second
-
-
-def test_random_split_does_not_follow_the_global_random_seed():
+def test_new_seeds_are_32_fresh_bytes_from_the_secure_source():
     random.seed(1234)
-    first = split_random(total=1_000_000, share_count=100, cap=MAX_SHARE)
-
+    first = new_seed()
     random.seed(1234)
-    second = split_random(total=1_000_000, share_count=100, cap=MAX_SHARE)
+    second = new_seed()
 
+    assert len(first) == len(second) == 32
     assert first != second
 
 
-def test_random_split_actually_varies_the_shares():
-    rng = random.Random(7)
-
-    splits = {tuple(split_random(total=1000, share_count=5, cap=MAX_SHARE, rng=rng)) for _ in range(50)}
+def test_random_split_actually_varies_the_shares_with_the_seed():
+    splits = {tuple(split_random(total=1000, share_count=5, cap=MAX_SHARE, seed=seeded(i))) for i in range(50)}
 
     assert len(splits) == 50
     assert all(len(set(shares)) > 1 for shares in splits)
+
+
+@settings(max_examples=50, deadline=None)
+@given(random_packets(max_count=20), seeds)
+def test_the_commitment_changes_with_every_term_and_the_seed(packet, seed):
+    total, share_count, cap = packet
+    terms = {"packet_id": VECTOR_PACKET_ID, "total": total, "share_count": share_count, "cap": cap, "seed": seed}
+    base = commitment(**terms)
+
+    changed = [
+        commitment(**{**terms, "packet_id": "3f2a0c1e-8b7d-4e5f-9a6b-1c2d3e4f5a6c"}),
+        commitment(**{**terms, "total": total + 1}),
+        commitment(**{**terms, "share_count": share_count + 1}),
+        commitment(**{**terms, "cap": cap + 1}),
+        commitment(**{**terms, "seed": bytes([seed[0] ^ 1]) + seed[1:]}),
+    ]
+
+    assert base.startswith("sha256:") and len(base) == 7 + 64
+    assert base not in changed
 
 
 # --- random split: invalid input ---------------------------------------------------
@@ -135,7 +190,7 @@ def test_random_split_actually_varies_the_shares():
 )
 def test_random_split_refuses_impossible_packets(total, share_count, cap):
     with pytest.raises(ValueError):
-        split_random(total=total, share_count=share_count, cap=cap)
+        split_random(total=total, share_count=share_count, cap=cap, seed=bytes(32))
 
 
 # --- fixed split -----------------------------------------------------------------------
@@ -201,9 +256,8 @@ def _assert_same_chance(counts, n, expected_probability):
 
 def test_every_claim_position_gets_the_same_distribution():
     total, share_count, n = 1000, 5, 20_000
-    rng = random.Random(20240601)
 
-    samples = [split_random(total=total, share_count=share_count, cap=MAX_SHARE, rng=rng) for _ in range(n)]
+    samples = [split_random(total=total, share_count=share_count, cap=MAX_SHARE, seed=seeded(i)) for i in range(n)]
 
     positions = _positions(samples)
     _assert_same_mean(positions, total / share_count, n)
@@ -216,9 +270,8 @@ def test_every_claim_position_gets_the_same_distribution():
 
 def test_every_claim_position_gets_the_same_distribution_near_the_cap():
     total, share_count, cap, n = 90, 5, 20, 20_000
-    rng = random.Random(99)
 
-    samples = [split_random(total=total, share_count=share_count, cap=cap, rng=rng) for _ in range(n)]
+    samples = [split_random(total=total, share_count=share_count, cap=cap, seed=seeded(i)) for i in range(n)]
 
     positions = _positions(samples)
     _assert_same_mean(positions, total / share_count, n)
@@ -236,3 +289,33 @@ def test_every_claim_position_gets_the_same_distribution_near_the_cap():
     overall_low = sum(low) / (n * share_count)
     assert 0 < overall_low < 1
     _assert_same_chance(low, n, overall_low)
+
+
+def test_every_claim_position_gets_the_same_distribution_when_the_cap_binds_often():
+    # Mean 15000 with a cap of 20000: about half the first draws pass the cap, so most
+    # shares are shaped by the cap loop, which must not favour any position either.
+    total, share_count, cap, n = 150_000, 10, MAX_SHARE, 10_000
+
+    samples = [split_random(total=total, share_count=share_count, cap=cap, seed=seeded(-i)) for i in range(n)]
+
+    positions = _positions(samples)
+    _assert_same_mean(positions, total / share_count, n)
+    _assert_same_spread(positions, n)
+    at_cap = [sum(1 for v in values if v == cap) for values in positions]
+    overall = sum(at_cap) / (n * share_count)
+    assert 0.1 < overall < 0.9
+    _assert_same_chance(at_cap, n, overall)
+    low = [sum(1 for v in values if v < total / share_count / 2) for values in positions]
+    overall_low = sum(low) / (n * share_count)
+    assert 0 < overall_low < 1
+    _assert_same_chance(low, n, overall_low)
+
+
+def test_below_the_cap_every_split_of_a_small_packet_is_equally_likely():
+    # 7 in 3 shares of at least 1: the 15 compositions of 4 into 3 parts, each 1/15.
+    n = 15_000
+
+    counts = Counter(tuple(split_random(total=7, share_count=3, cap=MAX_SHARE, seed=seeded(i))) for i in range(n))
+
+    assert len(counts) == math.comb(4 + 2, 2)
+    _assert_same_chance(counts.values(), n, 1 / len(counts))

@@ -389,14 +389,29 @@ def test_a_finished_packet_stays_finished_after_its_expiry_and_refunds_nothing(s
     call_command("reconcile")
 
 
-def test_an_expired_packet_shows_expired_with_nothing_claimable_before_the_refund(sender, send, clock):
+def test_a_packet_past_expiry_shows_expiring_with_its_remainder_on_the_way_back_until_the_refund(
+    sender, members, send, clock
+):
     packet = send(total_amount=1000)
+    paid = claim(login(members[0]), packet).json()["amount"]
     clock.set(packet.expires_at)
 
     body = view(login(sender), packet)
 
+    assert body["status"] == "expiring"
+    assert body["remaining_amount"] == 1000 - paid
+    assert body["refunded_amount"] == 0
+    assert body["finished_at"] == view(login(sender), packet)["expires_at"]
+    assert body["proof"] is None
+    assert [c["share_index"] for c in body["claims"]] == [None]
+    assert_error(claim(login(members[1]), packet), 410, "packet_expired")
+
+    services.packet_refund_expired(packet_id=packet.id)
+
+    body = view(login(sender), packet)
     assert body["status"] == "expired"
     assert body["remaining_amount"] == 0
+    assert body["refunded_amount"] == 1000 - paid
 
 
 # --- the packet view ----------------------------------------------------------------------------------------

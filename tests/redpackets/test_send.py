@@ -19,6 +19,8 @@ PACKET_FIELDS = {
     "id", "group", "sender", "kind", "greeting", "total_amount", "share_count", "claimed_count",
     "claimed_amount", "remaining_amount", "refunded_amount", "status", "created_at", "expires_at",
     "finished_at", "claims", "my_claim",
+    # v1.1
+    "commitment", "proof", "has_passphrase", "hint",
 }
 
 
@@ -169,6 +171,7 @@ def test_the_sent_packet_never_reveals_its_share_amounts(group, sender_api):
     assert response.status_code == 201
     body = response.json()
     assert set(body) - PACKET_FIELDS <= {"recipient", "currency"}
+    assert body["proof"] is None
     shares = Packet.objects.get(id=body["id"]).shares.values_list("amount", flat=True)
     public = {9973, 3, 0}  # total_amount, share_count, and the zero counters
     assert not [i for i in integers_in(body) if i in set(shares) - public]
