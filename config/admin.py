@@ -4,6 +4,9 @@ from axes.handlers.database import AxesDatabaseHandler
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
 from django_otp import devices_for_user
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
 
@@ -70,6 +73,16 @@ class OperatorsAdminSite(OTPAdminSite):
         if settings.ADMIN_REQUIRE_OTP:
             return super().has_permission(request)
         return admin.AdminSite.has_permission(self, request)
+
+    def get_urls(self):
+        return [path("dashboard/", self.admin_view(self.dashboard_view), name="dashboard"), *super().get_urls()]
+
+    def dashboard_view(self, request):
+        from config.dashboard import dashboard_sections  # its providers import the apps' admin modules
+
+        context = {**self.each_context(request), "title": "Dashboard", "sections": dashboard_sections(),
+                   "generated_at": timezone.now()}
+        return TemplateResponse(request, "admin/dashboard.html", context)
 
 
 class AdminLoginAttemptsHandler(AxesDatabaseHandler):

@@ -1,10 +1,15 @@
+from urllib.parse import urlencode
+
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, Sum
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 
 from config.admin import ReadOnlyAdminMixin, ReadOnlyTabularInline
+from config.dashboard import Figure
 from redpackets.models import ChatGroup, GroupMembership, Packet, PacketStatus, Share
 from redpackets.selectors import packet_commitment, packet_status, packets_with_progress
 from redpackets.services import packet_refund_expired
@@ -154,3 +159,36 @@ class PacketAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             else:
                 refunded += 1
         self.message_user(request, f"Expired {refunded} packet(s); {skipped} were settled already.", messages.SUCCESS)
+
+
+def dashboard_figures() -> list[Figure]:
+    """Escrow, active and expiring packets, and how far the expiry sweep is behind."""
+    now = timezone.now()
+    packets = reverse("admin:redpackets_packet_changelist")
+    unsettled = Packet.objects.filter(settled_at__isnull=True)  # the packet_unsettled_by_expiry index
+    free_shares = Share.objects.filter(claimed_by__isnull=True, refunded=False)  # the share_free_by_packet index
+    escrow = free_shares.values("packet__currency").annotate(held=Sum("amount")).order_by("packet__currency")
+    active = unsettled.filter(expires_at__gt=now).filter(Exists(free_shares.filter(packet=OuterRef("pk")))).count()
+    expiring = unsettled.filter(expires_at__lte=now)
+    oldest = expiring.order_by("expires_at").values_list("id", "expires_at").first()
+    expiring_url = f"{packets}?{urlencode({'settled_at__isnull': 'True', 'expires_at__lte': now.isoformat()})}"
+    figures = [
+        Figure("Packets", "Money in escrow",
+               ", ".join(format_money(row["held"], row["packet__currency"]) for row in escrow) or "nothing",
+               reverse("admin:wallets_account_changelist"),
+               "the free shares of unsettled packets (reconciliation checks the escrow ledger against them)"),
+        Figure("Packets", "Active packets", str(active), f"{packets}?status={PacketStatus.ACTIVE}"),
+        Figure("Packets", "Expiring packets", str(expiring.count()), expiring_url,
+               "past their expiry, refund not posted yet"),
+    ]
+    if oldest is None:
+        figures.append(Figure("Packets", "Sweep lag", "none", packets, "no expired packet waits for its refund"))
+    else:
+        packet_id, expires_at = oldest
+        lag = (now - expires_at).total_seconds()
+        figures.append(Figure(
+            "Packets", "Sweep lag", f"{lag:.0f} s", reverse("admin:redpackets_packet_change", args=[packet_id]),
+            f"the oldest unsettled expired packet, {str(packet_id)[:8]}; refunds are due within "
+            f"{settings.REDPACKET_SWEEP_SECONDS} s", alert=lag > settings.REDPACKET_SWEEP_SECONDS,
+        ))
+    return figures

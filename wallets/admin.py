@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from config.admin import ReadOnlyAdminMixin, ReadOnlyTabularInline
+from config.dashboard import Figure
 from config.errors import ServiceError
 from wallets.models import (
     Account,
@@ -392,3 +393,20 @@ class AdjustmentRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             self.message_user(request, f"You cannot reject {adjustment}.", messages.ERROR)
             return done
         return self._decision_page(request, adjustment, form, "admin/wallets/adjustment_reject.html")
+
+
+def dashboard_figures() -> list[Figure]:
+    """Operators' queues (adjustments waiting for a second operator, locked PINs) and the reconciliation."""
+    now = timezone.now()
+    pending = AdjustmentRequest.objects.filter(status=AdjustmentStatus.PENDING).count()
+    locked = PaymentPin.objects.filter(locked_until__gt=now).count()
+    return [
+        Figure("Operators", "Adjustments waiting for approval", str(pending),
+               f"{reverse('admin:wallets_adjustmentrequest_changelist')}?status__exact={AdjustmentStatus.PENDING}",
+               alert=pending > 0),
+        Figure("Operators", "Locked PINs", str(locked), reverse("admin:wallets_paymentpin_changelist"),
+               "after too many wrong tries; support can unlock one with a reason"),
+        # No result is stored between runs yet: the link runs it now.
+        Figure("Ledger", "Last reconciliation", "run it now", reverse("admin:wallets_wallet_reconcile"),
+               "every wallet against its entries, every transaction against zero, escrow against the free shares"),
+    ]

@@ -149,6 +149,13 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/login_locked_out.html"
 AXES_VERBOSE = False  # no banner at every start; lockouts are still logged
 
+# The admin dashboard's figures, section by section (config/dashboard.py).
+ADMIN_DASHBOARD_FIGURES = [
+    "redpackets.admin.dashboard_figures",
+    "config.dashboard.events_backlog_figures",
+    "wallets.admin.dashboard_figures",
+]
+
 # Logging in again on a new device revokes the oldest token beyond this many.
 AUTH_TOKENS_PER_USER = env_int("AUTH_TOKENS_PER_USER", 10)
 REST_KNOX = {
