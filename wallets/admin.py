@@ -304,7 +304,7 @@ class AdjustmentRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["wallet__user__username", "requested_by__username", "decided_by__username", "reason"]
     list_select_related = ["wallet__user", "requested_by", "decided_by"]
     ordering = ["-id"]
-    fields = ["number", "wallet_link", "amount_display", "amount", "reason", "status", "requested_by", "requested_at",
+    fields = ["number", "wallet_link", "amount_display", "amount_minor", "reason", "status", "requested_by", "requested_at",
               "decided_by", "decided_at", "decision_note", "transaction_link"]
     readonly_fields = fields
     change_form_template = "admin/wallets/adjustmentrequest_change_form.html"
@@ -321,6 +321,10 @@ class AdjustmentRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, adjustment):
         return format_money(adjustment.amount, adjustment.wallet.currency, signed=True)
+
+    @admin.display(description="amount (minor units)")
+    def amount_minor(self, adjustment):
+        return adjustment.amount
 
     @admin.display(description="posting")
     def transaction_link(self, adjustment):
