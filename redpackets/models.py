@@ -138,7 +138,8 @@ class Packet(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} packet {format_money(self.total_amount, self.currency)} / {self.share_count} from {self.sender}"
+        total = format_money(self.total_amount, self.currency)
+        return f"{self.get_kind_display()} packet {total} / {self.share_count} from {self.sender}"
 
 
 class Share(models.Model):

@@ -5,8 +5,6 @@ turn on (the last test checks that they do, in a fresh process).
 """
 
 import io
-import subprocess
-import sys
 
 import pytest
 from axes.models import AccessAttempt

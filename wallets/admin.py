@@ -355,7 +355,8 @@ class AdjustmentRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ]
 
     def _decision_page(self, request, adjustment, form, template):
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "adjustment": adjustment, "object": adjustment,
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                   "adjustment": adjustment, "object": adjustment,
                    "title": f"{adjustment}: {self.amount_display(adjustment)} to {adjustment.wallet}",
                    "amount": self.amount_display(adjustment), "form": form,
                    "balance": format_money(adjustment.wallet.balance, adjustment.wallet.currency),

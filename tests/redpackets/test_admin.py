@@ -15,8 +15,8 @@ from redpackets.models import Packet, PacketKind, PacketStatus, Share
 from redpackets.selectors import packet_detail
 from redpackets.services import packet_claim, packet_refund_expired, packet_send
 from tests.factories import PASSWORD, UserFactory, group_with_members
-from wallets.money import format_money
 from wallets.models import Account, AccountKind, LedgerTransaction, TransactionKind
+from wallets.money import format_money
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 

@@ -155,6 +155,6 @@ def test_where_an_operator_reconciles_the_minor_units_are_shown_too(admin_client
     assert ("amount_display", "+987.50 CNY") in cells and ("amount", "98750") in cells
     assert ("amount_display", "-987.50 CNY") in cells and ("amount", "-98750") in cells
     assert ("balance_after", "98750") in cells
-    assert f'<td class="field-entry_balance">-987.50 CNY</td><td class="field-entry_balance_minor">-98750</td>' in accounts
+    assert '<td class="field-entry_balance">-987.50 CNY</td><td class="field-entry_balance_minor">-98750</td>' in accounts
     assert funding.code in accounts
     assert "sum of wallet balances: 98750" in report
