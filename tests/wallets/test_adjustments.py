@@ -4,9 +4,12 @@ Through the admin with Django's test client, through the services, under real
 concurrent approvers on PostgreSQL, and against the database's own guards.
 """
 
+import io
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.test import Client
 from django.urls import reverse
@@ -356,3 +359,17 @@ def test_the_database_refuses_an_approval_naming_another_posting(requester, appr
     with pytest.raises(IntegrityError, match="approved with a posting of <NULL> on its wallet, not 100"), transaction.atomic():
         AdjustmentRequest.objects.filter(pk=adjustment.pk).update(
             status=AdjustmentStatus.APPROVED, decided_by=approver, decided_at=timezone.now(), transaction=topup)
+
+
+def test_seed_demo_gives_the_admin_a_second_operator_to_approve_its_requests():
+    call_command("seed_demo", stdout=io.StringIO())
+    call_command("seed_demo", stdout=io.StringIO())  # idempotent
+    admin_user, approver = User.objects.get(username="admin"), User.objects.get(username="approver")
+    wallet = Account.objects.get(user__username="alice")
+
+    adjustment = adjustment_request(wallet=wallet, amount=100, reason="demo", operator=admin_user)
+    adjustment_approve(adjustment_id=adjustment.pk, approver=approver)
+
+    adjustment.refresh_from_db()
+    assert adjustment.status == AdjustmentStatus.APPROVED and not approver.is_superuser
+    assert client_of(approver).get(reverse("admin:wallets_adjustmentrequest_changelist")).status_code == 200
