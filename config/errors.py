@@ -1,4 +1,4 @@
-"""The one error envelope of the API: {"error": {"code", "message", "fields"}}.
+"""The one error envelope of the API: {"error": {"code", "message", "fields"[, "details"]}}.
 
 Services raise ServiceError subclasses (a stable code, an HTTP status and a human
 message); this module turns those, DRF's own exceptions and anything unexpected
@@ -7,10 +7,11 @@ the service answers with an HTML error page.
 """
 
 import logging
+from datetime import datetime
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
@@ -23,9 +24,13 @@ class ServiceError(Exception):
     code = "validation_error"
     default_message = "The request was refused."
 
-    def __init__(self, message: str | None = None, *, fields: dict[str, list[str]] | None = None):
+    def __init__(
+        self, message: str | None = None, *, fields: dict[str, list[str]] | None = None, details: dict | None = None
+    ):
         self.message = message or self.default_message
         self.fields = fields or {}
+        # Machine-readable facts beyond the code (config.schema.ERROR_DETAILS documents them by code).
+        self.details = details or {}
         super().__init__(self.message)
 
 
@@ -86,6 +91,12 @@ class PinLocked(ServiceError):
     code = "pin_locked"
     default_message = "Too many wrong PINs; try again later."
 
+    def __init__(self, *, locked_until: datetime):
+        super().__init__(
+            f"Too many wrong PINs; try again after {locked_until.isoformat()}.",
+            details={"locked_until": serializers.DateTimeField().to_representation(locked_until)},
+        )
+
 
 class PacketExhausted(ServiceError):
     status_code = status.HTTP_409_CONFLICT
@@ -132,8 +143,11 @@ _DRF_CODES: list[tuple[type[exceptions.APIException], int, str]] = [
 ]
 
 
-def envelope(code: str, message: str, fields: dict | None = None) -> dict:
-    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+def envelope(code: str, message: str, fields: dict | None = None, details: dict | None = None) -> dict:
+    error = {"code": code, "message": message, "fields": fields or {}}
+    if details:
+        error["details"] = details  # an optional key, only where a code has details
+    return {"error": error}
 
 
 def _flatten_fields(detail, prefix: str = "") -> dict[str, list[str]]:
@@ -164,7 +178,7 @@ def api_exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: every exception becomes the envelope."""
     headers = {}
     if isinstance(exc, ServiceError):
-        return Response(envelope(exc.code, exc.message, exc.fields), status=exc.status_code)
+        return Response(envelope(exc.code, exc.message, exc.fields, exc.details), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -1,10 +1,11 @@
 from django.contrib import admin
+from django.http import JsonResponse
 from django.urls import include, path, re_path
-from drf_spectacular.utils import extend_schema
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.decorators import api_view, authentication_classes, permission_classes
 
-from config.errors import NotFound
+from config.errors import envelope
+from events import apis as event_apis
 from redpackets import apis as packet_apis
 from wallets import apis as wallet_apis
 
@@ -14,12 +15,10 @@ def endpoint(route: str, view, name: str) -> list:
     return [path(route, view, name=name), path(f"{route}/", view)]
 
 
-@extend_schema(exclude=True)
-@api_view(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
-@authentication_classes([])
-@permission_classes([])
+@csrf_exempt
 def unknown_api_path(request, rest=""):
-    raise NotFound(f"No endpoint at {request.path}.")
+    # A plain view: no `Allow` header, which would list methods of a resource that does not exist.
+    return JsonResponse(envelope("not_found", f"No endpoint at {request.path}."), status=404)
 
 
 api_v1 = [
@@ -38,6 +37,7 @@ api_v1 = [
     *endpoint("packets", packet_apis.PacketSendApi.as_view(), "packets"),
     *endpoint("packets/<uuid:packet_id>", packet_apis.PacketDetailApi.as_view(), "packet-detail"),
     *endpoint("packets/<uuid:packet_id>/claim", packet_apis.PacketClaimApi.as_view(), "packet-claim"),
+    *endpoint("events", event_apis.EventFeedApi.as_view(), "events"),
 ]
 
 urlpatterns = [

@@ -40,27 +40,18 @@ def split_fixed(*, share_amount: int, share_count: int) -> list[int]:
 
 
 class _ByteStream:
-    """SHA-256(seed || u64be(0)) || SHA-256(seed || u64be(1)) || ..., read 8 bytes at a time."""
+    """SHA-256(seed || u64be(0)) || SHA-256(seed || u64be(1)) || ..., read 8 bytes at a time
+    as big-endian unsigned integers (`u64()` of the contract)."""
 
     def __init__(self, seed: bytes):
         self._seed = seed
         self._block = 0
-        self._words: list[int] = []  # the current block's unread u64s, last first
+        self.words: list[int] = []  # the current block's unread u64s, the next one last
 
-    def u64(self) -> int:
-        if not self._words:
-            digest = hashlib.sha256(self._seed + self._block.to_bytes(8, "big")).digest()
-            self._block += 1
-            self._words = list(reversed(_FOUR_U64.unpack(digest)))
-        return self._words.pop()
-
-    def below(self, k: int) -> int:
-        """Uniform in [0, k) by rejection: no modulo bias."""
-        limit = _TWO_64 - _TWO_64 % k
-        while True:
-            x = self.u64()
-            if x < limit:
-                return x % k
+    def refill(self) -> None:
+        digest = hashlib.sha256(self._seed + self._block.to_bytes(8, "big")).digest()
+        self._block += 1
+        self.words[:] = reversed(_FOUR_U64.unpack(digest))
 
 
 def _compose(stream: _ByteStream, m: int, k: int) -> list[int]:
@@ -68,9 +59,20 @@ def _compose(stream: _ByteStream, m: int, k: int) -> list[int]:
     k - 1 bar positions among m + k - 1, as stars and bars)."""
     if k == 1:
         return [m]
+    words = stream.words
     chosen: set[int] = set()
     for j in range(m, m + k - 1):
-        t = stream.below(j + 1)
+        # t = below(j + 1): uniform in [0, j + 1) by rejection, no modulo bias. Inlined,
+        # as this loop is the split's whole cost.
+        size = j + 1
+        limit = _TWO_64 - _TWO_64 % size
+        while True:
+            if not words:
+                stream.refill()
+            x = words.pop()
+            if x < limit:
+                break
+        t = x % size
         chosen.add(j if t in chosen else t)
     bars = sorted(chosen)
     parts = [bars[0]]

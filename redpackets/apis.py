@@ -3,7 +3,13 @@
 from django.conf import settings
 from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
@@ -120,6 +126,7 @@ class GroupsApi(ListAPIView):
 
     @extend_schema(
         operation_id="groups_list",
+        summary="Your groups",
         tags=["groups"],
         description="The groups the caller is a member of, newest first.",
         responses={200: GroupOutputSerializer(many=True), **schema.errors(*schema.LIST_ERRORS)},
@@ -137,9 +144,11 @@ class GroupsApi(ListAPIView):
 
     @extend_schema(
         operation_id="groups_create",
+        summary="Create a group",
         tags=["groups"],
         description="Create a group mirroring a chat group; the caller is its owner and a member.",
         request=InputSerializer,
+        examples=[OpenApiExample("A family group", request_only=True, value={"name": "Family", "members": ["bob", "carol"]})],
         responses={201: GroupOutputSerializer, **schema.errors(schema.VALIDATION, schema.UNAUTHENTICATED)},
     )
     def post(self, request):
@@ -155,6 +164,8 @@ class GroupsApi(ListAPIView):
 class GroupDetailApi(APIView):
     @extend_schema(
         operation_id="groups_retrieve",
+        summary="A group",
+        description="Members only: anyone else gets 404 `not_found`, as for a group that does not exist.",
         tags=["groups"],
         responses={200: GroupOutputSerializer, **schema.errors(schema.UNAUTHENTICATED, NotFound)},
     )
@@ -170,8 +181,10 @@ class GroupMemberAddApi(APIView):
 
     @extend_schema(
         operation_id="groups_members_add",
+        summary="Add a member to a group",
         tags=["groups"],
         request=InputSerializer,
+        examples=[OpenApiExample("Add a registered user", request_only=True, value={"username": "dora"})],
         responses={
             201: GroupOutputSerializer,
             200: GroupOutputSerializer,
@@ -204,6 +217,7 @@ class GroupPacketListApi(PacketViewsMixin, ListAPIView):
 
     @extend_schema(
         operation_id="groups_packets_list",
+        summary="A group's packets",
         tags=["groups"],
         description="The group's packets, newest first (members only).",
         responses={200: PacketOutputSerializer(many=True), **schema.errors(*schema.LIST_ERRORS)},
@@ -276,8 +290,36 @@ class PacketSendApi(APIView):
                     )
             return attrs
 
+    # The body of one kind of packet, as the schema shows it; InputSerializer validates both kinds.
+    class _OneKindInputSerializer(InputSerializer):
+        kind_value: str
+        dropped_fields: tuple[str, ...] = ()
+        required_fields: tuple[str, ...] = ()
+
+        def get_fields(self):
+            fields = super().get_fields()
+            fields["kind"] = serializers.ChoiceField(choices=[self.kind_value])
+            for name in self.dropped_fields:
+                del fields[name]
+            for name in self.required_fields:
+                fields[name].required = True
+            return fields
+
+    @extend_schema_serializer(component_name="RandomPacketSend")
+    class RandomInputSerializer(_OneKindInputSerializer):
+        """A random packet: `total_amount` is split into `share_count` shares at random (no `share_amount`)."""
+
+        kind_value, dropped_fields, required_fields = PacketKind.RANDOM.value, ("share_amount",), ("total_amount",)
+
+    @extend_schema_serializer(component_name="FixedPacketSend")
+    class FixedInputSerializer(_OneKindInputSerializer):
+        """A fixed packet: `share_count` shares of `share_amount` each."""
+
+        kind_value, required_fields = PacketKind.FIXED.value, ("share_amount",)
+
     @extend_schema(
         operation_id="packets_create",
+        summary="Send a packet",
         tags=["packets"],
         description=(
             "Fund a packet for a group: the total leaves the sender's wallet at once. "
@@ -285,7 +327,30 @@ class PacketSendApi(APIView):
             "a wrong PIN counts towards the lock (5 within 15 minutes)."
         ),
         parameters=[schema.IDEMPOTENCY_KEY],
-        request=InputSerializer,
+        request=PolymorphicProxySerializer(
+            component_name="PacketSend",
+            serializers={PacketKind.RANDOM.value: RandomInputSerializer, PacketKind.FIXED.value: FixedInputSerializer},
+            resource_type_field_name="kind",
+        ),
+        examples=[
+            OpenApiExample("Random packet", request_only=True, value={
+                "group": schema.EXAMPLE_GROUP_ID, "kind": "random", "share_count": 3, "total_amount": 888,
+                "greeting": "恭喜发财", "pin": schema.EXAMPLE_PIN,
+            }),
+            OpenApiExample("Fixed packet", request_only=True, value={
+                "group": schema.EXAMPLE_GROUP_ID, "kind": "fixed", "share_count": 3, "share_amount": 100,
+                "greeting": "Lunch is on me", "pin": schema.EXAMPLE_PIN,
+            }),
+            OpenApiExample("Random packet with a passphrase", request_only=True, value={
+                "group": schema.EXAMPLE_GROUP_ID, "kind": "random", "share_count": 3, "total_amount": 666,
+                "greeting": "Answer to open", "passphrase": "恭喜发财", "hint": "What do we say at new year?",
+                "pin": schema.EXAMPLE_PIN,
+            }),
+            OpenApiExample("Exclusive packet for one member", request_only=True, value={
+                "group": schema.EXAMPLE_GROUP_ID, "kind": "random", "share_count": 1, "total_amount": 520,
+                "recipient": "bob", "pin": schema.EXAMPLE_PIN,
+            }),
+        ],
         responses={
             201: PacketOutputSerializer,
             **schema.errors(
@@ -325,6 +390,8 @@ class PacketSendApi(APIView):
 class PacketDetailApi(APIView):
     @extend_schema(
         operation_id="packets_retrieve",
+        summary="A packet",
+        description="Members of the packet's group only (others get 404). Amounts of unclaimed shares are never shown.",
         tags=["packets"],
         responses={200: PacketOutputSerializer, **schema.errors(schema.UNAUTHENTICATED, NotFound)},
     )
@@ -342,7 +409,7 @@ class PacketClaimApi(APIView):
         amount = serializers.IntegerField()
         claimed_at = serializers.DateTimeField()
 
-    @extend_schema_serializer(component_name="PacketClaimRequest")
+    @extend_schema_serializer(component_name="PacketClaim")
     class InputSerializer(serializers.Serializer):
         passphrase = StrictCharField(
             max_length=100, required=False, allow_blank=True,
@@ -351,8 +418,13 @@ class PacketClaimApi(APIView):
 
     @extend_schema(
         operation_id="packets_claim",
+        summary="Claim a packet",
         tags=["packets"],
         request=InputSerializer,
+        examples=[
+            OpenApiExample("Passphrase packet", request_only=True, value={"passphrase": "恭喜发财"}),
+            OpenApiExample("Packet without a passphrase", request_only=True, value={}),
+        ],
         description=(
             "201 with the new claim; 200 with the same body when the caller had claimed already. "
             "A packet with a passphrase takes `{\"passphrase\": ...}`: missing or wrong is 403 `wrong_passphrase` "

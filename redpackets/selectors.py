@@ -4,19 +4,24 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, F, Max, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from config.errors import NotFound
 from redpackets import allocation
-from redpackets.models import ChatGroup, Packet, PacketKind, PacketStatus, Share
+from redpackets.models import ChatGroup, GroupMembership, Packet, PacketKind, PacketStatus, Share
 from wallets.models import Account, AccountKind
 
 
 def groups_of_member(*, viewer: AbstractBaseUser) -> QuerySet[ChatGroup]:
     return ChatGroup.objects.filter(memberships__user=viewer).select_related("owner").prefetch_related("members")
+
+
+def group_ids_of_member(*, user: AbstractBaseUser) -> QuerySet:
+    """The ids of the groups `user` is in: whose events they see (settings.EVENTS_GROUPS_OF_USER)."""
+    return GroupMembership.objects.filter(user=user).values_list("group_id", flat=True)
 
 
 def group_for_member(*, group_id: uuid.UUID, viewer: AbstractBaseUser) -> ChatGroup:
@@ -170,6 +175,11 @@ def packet_detail(*, packet_id: uuid.UUID, viewer: AbstractBaseUser) -> PacketVi
     if packet is None:
         raise NotFound("No such packet.")
     return packet_view(packet, viewer=viewer)
+
+
+def packet_detail_for_events(*, packet_id: uuid.UUID) -> PacketView:
+    """The packet as every member sees it (my_claim null): what its events carry."""
+    return packet_view(_packets_with_claims().get(id=packet_id), viewer=AnonymousUser())
 
 
 def group_packets(*, group_id: uuid.UUID, viewer: AbstractBaseUser) -> QuerySet[Packet]:

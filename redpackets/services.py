@@ -30,7 +30,9 @@ from config.errors import (
     ValidationFailed,
     WrongPassphrase,
 )
-from redpackets import allocation, passphrases
+from events.models import EventType
+from events.selectors import event_keys_recorded, event_subjects_since
+from redpackets import allocation, event_payloads, passphrases
 from redpackets.models import (
     PASSPHRASE_MAX_WRONG_TRIES,
     ChatGroup,
@@ -63,9 +65,11 @@ def _users_by_username(usernames: list[str], field: str) -> list[AbstractBaseUse
 def group_create(*, owner: AbstractBaseUser, name: str, member_usernames: list[str]) -> ChatGroup:
     members = _users_by_username(member_usernames, "members")
     group = ChatGroup.objects.create(name=name, owner=owner)
-    GroupMembership.objects.bulk_create(
-        [GroupMembership(group=group, user=user) for user in [owner, *(m for m in members if m.pk != owner.pk)]]
-    )
+    joined = [owner, *(m for m in members if m.pk != owner.pk)]
+    GroupMembership.objects.bulk_create([GroupMembership(group=group, user=user) for user in joined])
+    # One group.member_added per member, the owner first: the events alone tell the whole roster.
+    for user in joined:
+        event_payloads.record_member_added(group_id=group.id, username=user.username)
     return group
 
 
@@ -77,7 +81,10 @@ def group_add_member(*, group_id: uuid.UUID, actor: AbstractBaseUser, username: 
     if group.owner_id != actor.pk:
         raise PermissionDenied("Only the group's owner can add members.")
     (user,) = _users_by_username([username], "username")
-    _, created = GroupMembership.objects.get_or_create(group=group, user=user)
+    with transaction.atomic():
+        _, created = GroupMembership.objects.get_or_create(group=group, user=user)
+        if created:
+            event_payloads.record_member_added(group_id=group.id, username=user.username)
     return created
 
 
@@ -184,6 +191,7 @@ def packet_send(
         Share.objects.bulk_create(
             [Share(packet=packet, seq=seq, amount=amount) for seq, amount in enumerate(amounts)]
         )
+        event_payloads.record_packet_sent(packet_id=packet.id, group_id=group.id)
     return packet
 
 
@@ -257,7 +265,8 @@ _CLAIM_CONTEXT = f"""
            CASE WHEN p.passphrase_hmac IS NOT NULL THEN
                (SELECT t.wrong_tries FROM {PassphraseAttempt._meta.db_table} t
                  WHERE t.packet_id = p.id AND t.user_id = %(user)s)
-           END AS my_wrong_tries
+           END AS my_wrong_tries,
+           p.group_id
     FROM {Packet._meta.db_table} p
     LEFT JOIN {_SHARE_TABLE} s ON s.packet_id = p.id AND s.claimed_by_id = %(user)s
     WHERE p.id = %(packet)s
@@ -278,10 +287,12 @@ class _ClaimContext:
     has_free_share: bool
     passphrase_hmac: bytes | None
     my_wrong_tries: int | None
+    group_id: uuid.UUID
 
     def __post_init__(self):
         # SQLite hands back text and naive datetimes; PostgreSQL typed values.
         object.__setattr__(self, "id", uuid.UUID(str(self.id)))
+        object.__setattr__(self, "group_id", uuid.UUID(str(self.group_id)))
         object.__setattr__(self, "expires_at", _as_datetime(self.expires_at))
 
 
@@ -357,6 +368,13 @@ def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser, passphrase: st
                         created_by_id=user.pk,
                         transaction_id=transaction_id,
                     )
+                    event_payloads.record_packet_claimed(
+                        packet_id=packet.id, group_id=packet.group_id, username=user.username, amount=amount,
+                        claimed_at=now,
+                    )
+                    # After commit, this claimer sees every claim that committed before it: the last one
+                    # to commit sees no free share and records packet.finished.
+                    transaction.on_commit(lambda: packet_finish_if_claimed(packet_id=packet.id), robust=True)
                 break
             except _EveryFreeShareBusy:
                 continue  # rolled back; now wait for the shares in flight
@@ -460,7 +478,49 @@ def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int |
                 memo=f"{len(refunded)} unclaimed share{'' if len(refunded) == 1 else 's'}",
             )
         Packet.objects.filter(id=packet.id).update(settled_at=now, refunded_amount=amount)
+        # Every claim has committed (the share locks above waited for those in flight): the packet's end
+        # comes after all of them. With nothing to refund every share was claimed: finished, not expired.
+        event_payloads.record_packet_end(
+            packet_id=packet.id, group_id=packet.group_id,
+            type=EventType.PACKET_EXPIRED if refunded else EventType.PACKET_FINISHED,
+        )
         return amount
+
+
+_ANY_FREE_SHARE = (
+    f"SELECT EXISTS (SELECT 1 FROM {_SHARE_TABLE} WHERE packet_id = %s AND claimed_by_id IS NULL AND NOT refunded)"
+)
+
+
+def packet_finish_if_claimed(*, packet_id: uuid.UUID) -> bool:
+    """Record packet.finished once every share is claimed; True when this call recorded it.
+
+    Runs after a claim commits (and from the sweep `redpackets.tasks.finish_claimed_packets`),
+    so the finished event is inserted after every packet.claimed of the packet has committed.
+    The events' unique key keeps it to one end per packet, whoever gets there first.
+    """
+    # Plain SQL: every paying claim runs this after commit. The partial index of free shares answers it.
+    with connection.cursor() as cursor:
+        cursor.execute(_ANY_FREE_SHARE, [db_value(Packet, "id", packet_id)])
+        if cursor.fetchone()[0]:
+            return False
+    free = Share.objects.filter(packet_id=packet_id, claimed_by__isnull=True)
+    with transaction.atomic():
+        packet = Packet.objects.filter(id=packet_id).values("group_id").first()
+        if packet is None or free.exists():  # refunded shares: the expiry ended it
+            return False
+        return event_payloads.record_packet_end(
+            packet_id=packet_id, group_id=packet["group_id"], type=EventType.PACKET_FINISHED
+        )
+
+
+def packets_finish_claimed(*, since: datetime) -> int:
+    """packet_finish_if_claimed for every packet claimed since `since` that has no end yet."""
+    packet_ids = event_subjects_since(type=EventType.PACKET_CLAIMED, since=since)
+    ended = event_keys_recorded(keys=[event_payloads.packet_end_key(p) for p in packet_ids])
+    return sum(
+        packet_finish_if_claimed(packet_id=uuid.UUID(p)) for p in packet_ids if event_payloads.packet_end_key(p) not in ended
+    )
 
 
 def packets_due_for_refund(*, now: datetime | None = None, limit: int | None = None) -> list[uuid.UUID]:

@@ -1,10 +1,15 @@
 """Celery tasks: thin, idempotent, driven by a periodic sweep over the database."""
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
+from django.utils import timezone
 
-from redpackets.services import packet_refund_expired, packets_due_for_refund
+from redpackets.services import packet_refund_expired, packets_due_for_refund, packets_finish_claimed
+
+# Packets with a claim this recent are checked; an older one ends at the latest with its expiry refund.
+FINISH_SWEEP_WINDOW = timedelta(minutes=10)
 
 logger = logging.getLogger(__name__)
 
@@ -28,3 +33,9 @@ def refund_expired_packets() -> int:
     if settled:
         logger.info("Settled %d expired packets", settled)
     return settled
+
+
+@shared_task(acks_late=True)
+def finish_claimed_packets() -> int:
+    """Record packet.finished for packets claimed recently whose last claimer did not (it died after commit)."""
+    return packets_finish_claimed(since=timezone.now() - FINISH_SWEEP_WINDOW)

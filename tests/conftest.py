@@ -12,8 +12,13 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory, login
+from tests.openapi_replay import ResponseRecorder
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(ResponseRecorder(), "openapi-replay")
 
 
 def _redis_reachable() -> bool:

@@ -270,7 +270,8 @@ def test_two_operators_adjust_a_wallet_by_four_eyes_and_expire_a_packet_in_the_a
             assert figures["money-in-escrow"] == "15.00 CNY"
             assert (figures["active-packets"], figures["expiring-packets"], figures["sweep-lag"]) == ("2", "0", "none")
             assert figures["adjustments-waiting-for-approval"] == "0"
-            assert {"outbox-backlog", "webhook-backlog", "last-reconciliation"} <= figures.keys()
+            assert figures["outbox-backlog"].isdigit() and figures["webhook-backlog"] == "0"
+    assert "last-reconciliation" in figures
             fits_the_screen()
             shot("dashboard")
 

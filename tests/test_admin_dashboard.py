@@ -1,5 +1,6 @@
 """The admin dashboard: escrow, active and expiring packets, sweep lag, backlogs, queues, each linking to its list."""
 
+import base64
 import re
 import time
 from datetime import timedelta
@@ -10,6 +11,8 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from events.models import Event
+from events.services import events_relay, webhook_endpoint_create
 from redpackets.models import Packet, PacketKind
 from redpackets.services import packet_claim, packet_refund_expired, packet_send
 from tests.factories import PASSWORD, UserFactory, group_with_members
@@ -109,10 +112,32 @@ def test_the_dashboard_shows_the_operators_queues_and_the_reconciliation(admin_c
     assert admin_client.get(shown["Last reconciliation"][1]).status_code == 200
 
 
-def test_the_outbox_and_webhook_backlog_have_their_place(admin_client):
-    shown = figures(admin_client)
+def test_the_outbox_and_webhook_backlog_count_what_waits_and_link_to_it(admin_client):
+    # Given two packets sent (an event each in the outbox) and a webhook endpoint
+    sender = UserFactory(balance=10_000)
+    group = group_with_members(sender, [UserFactory(pin=None)])
+    for _ in range(2):
+        send(sender, group, ttl=3600, kind=PacketKind.FIXED, share_count=1, share_amount=100)
+    webhook_endpoint_create(url="http://127.0.0.1:9/hooks", secret="whsec_" + base64.b64encode(b"k" * 24).decode())
+    waiting = set(Event.objects.filter(position__isnull=True).values_list("id", flat=True))
+    # (the group's creation may have recorded events of its own)
+    assert len(waiting) >= 2
 
-    assert {"Outbox backlog", "Webhook backlog"} <= shown.keys()
+    before_relay = figures(admin_client)
+
+    assert before_relay["Outbox backlog"][0] == str(len(waiting))
+    assert before_relay["Webhook backlog"][0] == "0"
+    listed = admin_client.get(before_relay["Outbox backlog"][1]).context["cl"].result_list
+    assert {event.id for event in listed} == waiting
+
+    # When the relay positions them, each gets a delivery to make
+    events_relay()
+    after_relay = figures(admin_client)
+
+    assert after_relay["Outbox backlog"][0] == "0"
+    assert after_relay["Webhook backlog"][0] == str(len(waiting))
+    listed = admin_client.get(after_relay["Webhook backlog"][1]).context["cl"].result_list
+    assert {delivery.event_id for delivery in listed} == waiting
 
 
 def test_the_admin_index_links_to_the_dashboard_and_staff_only_see_it(admin_client):

@@ -108,22 +108,107 @@ def test_schema_requires_the_bearer_token_except_on_register_and_token(schema):
             assert security == [{"bearerAuth": []}], (path, security)
 
 
-def test_schema_errors_are_the_envelope(schema):
-    envelope = component(schema, "ErrorEnvelope")
-    error = component(schema, "Error")
-
+def error_of(schema: dict, path: str, method: str, status: str) -> dict:
+    """The `error` object of an error response: its codes are an enum."""
+    envelope = response_schema(schema, path, method, status)
     assert envelope["required"] == ["error"]
-    assert set(error["properties"]) == {"code", "message", "fields"}
-    for path, method, status in [
-        ("/api/v1/auth/register", "post", "400"),
-        ("/api/v1/auth/token", "post", "401"),
-        ("/api/v1/wallet/topups", "post", "409"),
-        ("/api/v1/wallet/pin", "put", "423"),
-        ("/api/v1/packets", "post", "409"),
-        ("/api/v1/packets/{packet_id}/claim", "post", "410"),
-        ("/api/v1/packets/{packet_id}", "get", "404"),
-    ]:
-        assert response_schema(schema, path, method, status) == envelope, (path, method, status)
+    return component(schema, envelope["properties"]["error"]["$ref"].rsplit("/", 1)[-1])
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "status", "codes"),
+    [
+        ("/api/v1/auth/register", "post", "400", ["validation_error"]),
+        ("/api/v1/auth/token", "post", "401", ["not_authenticated"]),
+        ("/api/v1/wallet/topups", "post", "409", ["idempotency_conflict"]),
+        ("/api/v1/wallet/pin", "put", "423", ["pin_locked"]),
+        ("/api/v1/packets", "post", "403", ["pin_not_set", "invalid_pin"]),
+        ("/api/v1/packets", "post", "409", ["insufficient_funds", "idempotency_conflict"]),
+        ("/api/v1/packets/{packet_id}/claim", "post", "410", ["packet_expired"]),
+        ("/api/v1/packets/{packet_id}", "get", "404", ["not_found"]),
+    ],
+)
+def test_schema_errors_are_the_envelope_with_each_statuses_codes_as_an_enum(schema, path, method, status, codes):
+    error = error_of(schema, path, method, status)
+
+    assert {"code", "message", "fields"} <= set(error["required"])
+    assert error["properties"]["code"]["enum"] == codes
+    fields = component(schema, error["properties"]["fields"]["$ref"].rsplit("/", 1)[-1])
+    assert fields["additionalProperties"] == {"type": "array", "items": {"type": "string"}}
+
+
+def test_schema_pin_lock_states_its_end_in_the_errors_details(schema):
+    for path, method in [("/api/v1/wallet/pin", "put"), ("/api/v1/packets", "post")]:
+        error = error_of(schema, path, method, "423")
+
+        assert "details" in error["required"]
+        details = component(schema, error["properties"]["details"]["$ref"].rsplit("/", 1)[-1])
+        assert details["required"] == ["locked_until"]
+        assert details["properties"]["locked_until"] == {
+            "type": "string", "format": "date-time", "description": "When the PIN takes tries again (UTC).",
+        }
+
+
+def test_schema_every_operation_answers_default_and_the_http_layers_errors(schema):
+    generic = component(schema, "Error")
+    assert "enum" not in generic["properties"]["code"]
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            responses = operation["responses"]
+            assert responses["default"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorEnvelope"
+            }, (path, method)
+            expected = {"405": "method_not_allowed", "406": "not_acceptable"}
+            if "requestBody" in operation:
+                expected |= {"413": "payload_too_large", "415": "unsupported_media_type"}
+            for status, code in expected.items():
+                assert error_of(schema, path, method, status)["properties"]["code"]["enum"] == [code], (path, method)
+            if "429" in responses:
+                assert responses["429"]["headers"]["Retry-After"]["schema"]["type"] == "integer", (path, method)
+            assert operation.get("summary"), (path, method)
+
+
+def _schemas_in(node):
+    if isinstance(node, dict):
+        yield node
+        for child in node.values():
+            yield from _schemas_in(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _schemas_in(child)
+
+
+def test_schema_ids_are_opaque_strings_and_nothing_is_nullable_without_a_type(schema):
+    nodes = list(_schemas_in(schema))
+
+    assert not [n for n in nodes if n.get("format") == "uuid"]
+    # OpenAPI 3.0.3: nullable only adds null to its own `type`; without one, null is refused.
+    assert not [n for n in nodes if n.get("nullable") and "type" not in n]
+    assert component(schema, "Packet")["properties"]["my_claim"] == {"$ref": "#/components/schemas/MyClaim"}
+    assert component(schema, "MyClaim")["nullable"] is True
+    for name in ["id", "group"]:
+        assert component(schema, "Packet")["properties"][name] == {"type": "string"}
+
+
+def test_schema_money_is_int64_everywhere(schema):
+    from config.schema import MONEY_PROPERTIES
+
+    money = [
+        (name, prop)
+        for node in _schemas_in(schema["components"]["schemas"]) if node.get("type") == "object"
+        for name, prop in (node.get("properties") or {}).items() if name in MONEY_PROPERTIES
+    ]
+
+    assert len(money) >= 10
+    for name, prop in money:
+        assert (prop.get("items", prop)).get("format") == "int64", (name, prop)
+
+
+def test_schema_names_its_servers_and_licence(schema):
+    assert schema["servers"] == [{"url": "/", "description": "This service"}]
+    assert schema["info"]["license"]["name"]
 
 
 @pytest.mark.parametrize("path", ["/api/v1/wallet/topups", "/api/v1/packets"])

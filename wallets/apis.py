@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate, password_validation
 from django.core import validators as django_validators
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import AllowAny
@@ -67,9 +67,12 @@ class RegisterApi(APIView):
 
     @extend_schema(
         operation_id="auth_register",
+        summary="Register a user",
+        description="Creates a user with an empty wallet in the default currency. The username is unique ignoring case.",
         tags=["auth"],
         auth=[],
         request=InputSerializer,
+        examples=[OpenApiExample("New user", request_only=True, value={"username": "dora", "password": "lucky-money-2026"})],
         responses={201: OutputSerializer, **schema.errors(schema.VALIDATION, schema.THROTTLED)},
     )
     def post(self, request):
@@ -96,9 +99,12 @@ class TokenApi(APIView):
 
     @extend_schema(
         operation_id="auth_token",
+        summary="Log in: get a bearer token",
+        description="Exchanges a username and password for a bearer token. At most AUTH_TOKENS_PER_USER tokens live at once; a new login revokes the oldest.",
         tags=["auth"],
         auth=[],
         request=InputSerializer,
+        examples=[OpenApiExample("Demo user", request_only=True, value={"username": "alice", "password": "redpacket-demo"})],
         responses={200: OutputSerializer, **schema.errors(schema.VALIDATION, BadCredentials, schema.THROTTLED)},
     )
     def post(self, request):
@@ -114,6 +120,7 @@ class TokenApi(APIView):
 class LogoutApi(APIView):
     @extend_schema(
         operation_id="auth_logout",
+        summary="Log out this token",
         tags=["auth"],
         request=None,
         description="Revokes the token of this request.",
@@ -127,6 +134,7 @@ class LogoutApi(APIView):
 class LogoutAllApi(APIView):
     @extend_schema(
         operation_id="auth_logout_all",
+        summary="Log out every token",
         tags=["auth"],
         request=None,
         description="Revokes every token of the caller.",
@@ -145,6 +153,8 @@ class WalletApi(APIView):
 
     @extend_schema(
         operation_id="wallet_retrieve",
+        summary="Your wallet's balance",
+        description="The caller's balance in minor units of its currency (`1234` = 12.34 CNY).",
         tags=["wallet"],
         responses={200: OutputSerializer, **schema.errors(schema.UNAUTHENTICATED)},
     )
@@ -161,8 +171,14 @@ class PinApi(APIView):
 
     @extend_schema(
         operation_id="wallet_pin_set",
+        summary="Set or change your payment PIN",
+        description="`pin` is 6 digits. Changing an existing PIN needs `current_pin`; a wrong one counts towards the lock like a wrong PIN on a send.",
         tags=["wallet"],
         request=InputSerializer,
+        examples=[
+            OpenApiExample("First PIN", request_only=True, value={"pin": "123456"}),
+            OpenApiExample("Change the PIN", request_only=True, value={"pin": "654321", "current_pin": "123456"}),
+        ],
         responses={204: None, **schema.errors(schema.VALIDATION, schema.UNAUTHENTICATED, InvalidPin, PinLocked)},
     )
     def put(self, request):
@@ -197,9 +213,12 @@ class TopupApi(APIView):
 
     @extend_schema(
         operation_id="wallet_topup",
+        summary="Top up your wallet (sandbox)",
+        description="A sandbox stand-in for a payment provider: allowed while the SANDBOX_TOPUPS setting is on, otherwise 403 `permission_denied`.",
         tags=["wallet"],
         parameters=[schema.IDEMPOTENCY_KEY],
         request=InputSerializer,
+        examples=[OpenApiExample("100.00 CNY", request_only=True, value={"amount": 10000})],
         responses={
             201: OutputSerializer,
             **schema.errors(schema.VALIDATION, schema.UNAUTHENTICATED, PermissionDenied, IdempotencyConflict, schema.THROTTLED),
@@ -239,6 +258,7 @@ class TransactionListApi(ListAPIView):
 
     @extend_schema(
         operation_id="wallet_transactions_list",
+        summary="Your wallet's history",
         tags=["wallet"],
         description="The caller's ledger entries, newest first.",
         responses={200: OutputSerializer(many=True), **schema.errors(*schema.LIST_ERRORS)},

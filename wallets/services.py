@@ -220,7 +220,7 @@ def _pin_try(record: PaymentPin, pin: str) -> InvalidPin | PinLocked | None:
     """
     now = timezone.now()
     if record.locked_until and record.locked_until > now:
-        return PinLocked(f"Too many wrong PINs; try again after {record.locked_until.isoformat()}.")
+        return PinLocked(locked_until=record.locked_until)
     fields = ["failed_attempts", "first_failed_at", "locked_until", "updated_at"]
     if check_password(pin, record.pin_hash):
         if record.failed_attempts or record.locked_until:

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "axes",
     "wallets",
     "redpackets",
+    "events",
 ]
 
 MIDDLEWARE = [
@@ -207,6 +208,16 @@ SPECTACULAR_SETTINGS = {
         '`{"error": {"code", "message", "fields"}}` with a stable code.'
     ),
     "VERSION": "1.0.0",
+    # Relative: the host that serves this schema; Swagger UI and generated clients call it there.
+    "SERVERS": [{"url": "/", "description": "This service"}],
+    "LICENSE": {"name": "Proprietary"},
+    "CONTACT": {"name": "The red packets service team"},
+    "TAGS": [
+        {"name": "auth", "description": "Register, log in (bearer tokens), log out."},
+        {"name": "wallet", "description": "The caller's own wallet: balance, payment PIN, sandbox topups, history."},
+        {"name": "groups", "description": "Mirrors of chat groups: members, and the packets sent to them."},
+        {"name": "packets", "description": "Send, read and claim red packets."},
+    ],
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI's files are served by this service, not fetched from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -215,6 +226,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayOperationId": True},
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["config.schema.drop_trailing_slash_aliases"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.schema.finish_document"],
     "ENUM_NAME_OVERRIDES": {
         "PacketKindEnum": "redpackets.models.PacketKind",
         "PacketStatusEnum": "redpackets.models.PacketStatus",
@@ -245,6 +257,24 @@ REDPACKET_SWEEP_BATCH = env_int("REDPACKET_SWEEP_BATCH", 500)
 # production requires), under its own label so neither key reveals the other.
 REDPACKET_PASSPHRASE_KEY = os.environ.get("REDPACKET_PASSPHRASE_KEY", "")
 
+# --- Events and webhooks ---------------------------------------------------------
+# The groups whose events a user sees: the events app knows no groups of its own.
+EVENTS_GROUPS_OF_USER = "redpackets.selectors.group_ids_of_member"
+# How often beat runs the relay (feed positions, webhook fan-out and dispatch), and its batch.
+EVENTS_RELAY_SECONDS = float(os.environ.get("EVENTS_RELAY_SECONDS", "1"))
+EVENTS_RELAY_BATCH = env_int("EVENTS_RELAY_BATCH", 1000)
+# Delays between webhook attempts; after the last one a delivery is marked failed.
+WEBHOOK_RETRY_SECONDS = [
+    int(s) for s in os.environ.get("WEBHOOK_RETRY_SECONDS", "5,300,1800,7200,18000,36000,36000").split(",") if s.strip()
+]
+WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "5"))
+# Loopback and private addresses, and plain http: local runs and tests only (off in production).
+WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", True)
+# Attempts in flight to one endpoint at most: a slow one cannot take every webhook worker.
+WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT = env_int("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", 2)
+# An endpoint whose every attempt failed for this long is disabled (Standard Webhooks advises days).
+WEBHOOK_DISABLE_AFTER_SECONDS = env_int("WEBHOOK_DISABLE_AFTER_SECONDS", 5 * 86400)
+
 # --- Celery ---------------------------------------------------------------------
 # With no broker configured, Celery uses kombu's filesystem transport under var/:
 # worker and beat on one machine, no server to install.
@@ -264,6 +294,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = False
+# Webhook deliveries have their own queue and worker (Procfile `webhooks`): a slow
+# receiver never delays the expiry sweep or the relay on the default queue.
+CELERY_TASK_ROUTES = {"events.tasks.deliver_to_endpoint": {"queue": "webhooks"}}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Sweeping several times per REDPACKET_SWEEP_SECONDS keeps every refund inside
 # that window even when a packet expires just after a sweep.
@@ -272,6 +305,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "redpackets.tasks.refund_expired_packets",
         "schedule": max(REDPACKET_SWEEP_SECONDS / 4, 0.5),
         "options": {"expires": max(REDPACKET_SWEEP_SECONDS / 2, 1)},
+    },
+    "relay-events": {
+        "task": "events.tasks.relay_events",
+        "schedule": EVENTS_RELAY_SECONDS,
+        "options": {"expires": max(EVENTS_RELAY_SECONDS * 5, 5)},
+    },
+    # Backstop of the claimers' own check: a packet whose last claimer died before it recorded packet.finished.
+    "finish-claimed-packets": {
+        "task": "redpackets.tasks.finish_claimed_packets",
+        "schedule": 5,
+        "options": {"expires": 10},
     },
     "purge-idempotency-records": {
         "task": "wallets.tasks.purge_idempotency_records",
@@ -285,4 +329,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # One line per webhook attempt comes from events.tasks; httpx would add its own.
+    "loggers": {"httpx": {"level": "WARNING"}},
 }

@@ -14,6 +14,8 @@ ADMIN_REQUIRE_OTP = env_bool("ADMIN_REQUIRE_OTP", True)
 
 # Real money only comes from a payment provider.
 SANDBOX_TOPUPS = env_bool("SANDBOX_TOPUPS", False)
+# Webhooks only to https URLs of public addresses.
+WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", False)
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)

@@ -16,11 +16,12 @@ from django.db import connection, connections, transaction
 from django.db.models import Sum
 
 from config.errors import NotFound, PacketExhausted
+from redpackets import allocation
 from redpackets.models import PacketKind, PacketStatus, Share
 from redpackets.selectors import packet_detail
 from redpackets.services import ClaimResult, packet_claim, packet_send
 from tests.concurrency import run_concurrently
-from tests.factories import UserFactory, group_with_members
+from tests.factories import PIN, UserFactory, group_with_members, login
 from wallets.models import Account, AccountKind, LedgerTransaction, TransactionKind
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
@@ -75,6 +76,34 @@ def test_two_hundred_members_racing_for_a_hundred_shares_get_exactly_a_hundred()
     assert view.claimed_amount == 88_888
     assert view.remaining_amount == 0
     assert sum(c.best_luck for c in view.claims) == 1
+    call_command("reconcile")
+
+
+def test_every_concurrent_claimer_got_the_share_at_their_index_of_the_published_proof():
+    sender = UserFactory(balance=100_000)
+    crowd = members(120)
+    group = group_with_members(sender, crowd)
+    client = login(sender)
+    sent = client.post("/api/v1/packets", {"group": str(group.id), "kind": "random", "share_count": 100,
+                                           "total_amount": 99_999, "pin": PIN}, format="json").json()
+
+    results, errors = run_concurrently(claim, [(sent["id"], user) for user in crowd], threads=THREADS)
+
+    paid = {user.username: result.amount for user, result in zip(crowd, results, strict=True) if result}
+    assert len(paid) == 100
+    assert all(isinstance(error, PacketExhausted) for error in errors if error is not None)
+    body = client.get(f"/api/v1/packets/{sent['id']}").json()
+    assert body["status"] == "finished"
+    proof = body["proof"]
+    assert proof["shares"] == allocation.split_random(
+        total=99_999, share_count=100, cap=proof["cap"], seed=bytes.fromhex(proof["seed"])
+    )
+    assert allocation.commitment(
+        packet_id=sent["id"], total=99_999, share_count=100, cap=proof["cap"], seed=bytes.fromhex(proof["seed"])
+    ) == sent["commitment"]
+    assert sorted(c["share_index"] for c in body["claims"]) == list(range(100))
+    for c in body["claims"]:
+        assert c["amount"] == proof["shares"][c["share_index"]] == paid[c["user"]]
     call_command("reconcile")
 
 

@@ -1,12 +1,15 @@
-"""Demo data for the local run: an admin login, users with balances and PINs, a group."""
+"""Demo data for the local run: an admin login, users with balances and PINs, a group,
+and a passphrase packet with a hint in it."""
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from redpackets.models import ChatGroup
-from redpackets.services import group_create
+from django.utils import timezone
+
+from redpackets.models import ChatGroup, Packet, PacketKind
+from redpackets.services import group_create, packet_send
 from wallets.models import PaymentPin
 from wallets.services import pin_set, user_register, wallet_topup
 
@@ -18,6 +21,8 @@ ADMIN = ("admin", "admin-demo-pass")
 APPROVER = ("approver", "approver-demo-pass")
 APPROVER_PERMISSIONS = ["view_wallet", "view_account", "view_ledgertransaction", "view_adjustmentrequest",
                         "approve_adjustmentrequest"]
+DEMO_PASSPHRASE = "dumplings"
+DEMO_HINT = "What do we eat at midnight on New Year's Eve? (one word)"
 
 
 class Command(BaseCommand):
@@ -43,6 +48,12 @@ class Command(BaseCommand):
         if not ChatGroup.objects.filter(owner=alice, name="Family").exists():
             group_create(owner=alice, name="Family", member_usernames=[u for u in DEMO_USERS if u != "alice"])
         group = ChatGroup.objects.get(owner=alice, name="Family")
+        # One claimable passphrase packet at a time (packets expire; a later run sends a new one).
+        if not Packet.objects.filter(
+            group=group, sender=alice, hint=DEMO_HINT, settled_at__isnull=True, expires_at__gt=timezone.now()
+        ).exists():
+            packet_send(sender=alice, group_id=group.id, kind=PacketKind.RANDOM, share_count=3, total_amount=8888,
+                        greeting="Happy New Year! Answer the riddle.", passphrase=DEMO_PASSPHRASE, hint=DEMO_HINT)
 
         self.stdout.write(self.style.SUCCESS("Demo data ready:"))
         self.stdout.write(f"  admin login:  {ADMIN[0]} / {ADMIN[1]}  (http://127.0.0.1:8000/admin/)")
@@ -50,4 +61,5 @@ class Command(BaseCommand):
         for username in DEMO_USERS:
             self.stdout.write(f"  user:         {username} / {DEMO_PASSWORD}  PIN {DEMO_PIN}")
         self.stdout.write(f"  group:        Family ({group.id}), members {', '.join(DEMO_USERS)}")
+        self.stdout.write(f"  packet:       alice's 88.88 in Family asks \"{DEMO_HINT}\" (answer: {DEMO_PASSPHRASE})")
         self.stdout.write("  API docs:     http://127.0.0.1:8000/api/docs/")

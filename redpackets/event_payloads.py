@@ -1,0 +1,56 @@
+"""What the packet and group events carry, handed to events.services.event_record.
+
+A packet is rendered exactly as GET /api/v1/packets/{id} renders it (same
+selector, same serializer), with my_claim null: a field added to the packet
+view appears in its events too.
+"""
+
+import uuid
+from datetime import datetime
+
+from rest_framework.fields import DateTimeField
+
+from events.models import EventType
+from events.services import event_record
+from redpackets import selectors
+
+_datetime = DateTimeField()
+
+
+def packet_end_key(packet_id: uuid.UUID) -> str:
+    """One end per packet, finished or expired: the events' unique key."""
+    return f"packet-end:{packet_id}"
+
+
+def packet_rendered(*, packet_id: uuid.UUID) -> dict:
+    # Imported here: redpackets.apis imports the services, which import this module.
+    from redpackets.apis import PacketOutputSerializer
+
+    return PacketOutputSerializer(selectors.packet_detail_for_events(packet_id=packet_id)).data
+
+
+def record_packet_sent(*, packet_id: uuid.UUID, group_id: uuid.UUID) -> None:
+    event_record(type=EventType.PACKET_SENT, group_id=group_id, subject=str(packet_id),
+                 data={"packet": packet_rendered(packet_id=packet_id)})
+
+
+def record_packet_claimed(*, packet_id: uuid.UUID, group_id: uuid.UUID, username: str, amount: int,
+                          claimed_at: datetime) -> None:
+    event_record(
+        type=EventType.PACKET_CLAIMED, group_id=group_id, subject=str(packet_id),
+        data={"packet": str(packet_id), "group": str(group_id),
+              "claim": {"user": username, "amount": amount, "claimed_at": _datetime.to_representation(claimed_at)}},
+    )
+
+
+def record_packet_end(*, packet_id: uuid.UUID, group_id: uuid.UUID, type: EventType) -> bool:
+    """packet.finished or packet.expired, whichever comes first; False when the packet had its end."""
+    return event_record(
+        type=type, group_id=group_id, subject=str(packet_id), unique_key=packet_end_key(packet_id),
+        data={"packet": packet_rendered(packet_id=packet_id)},
+    ) is not None
+
+
+def record_member_added(*, group_id: uuid.UUID, username: str) -> None:
+    event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group_id, subject=str(group_id),
+                 data={"group": str(group_id), "user": username})

@@ -1,0 +1,188 @@
+"""Events are recorded with the change they describe: none lost, none invented, one end per packet."""
+
+import threading
+import uuid
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from config.errors import InsufficientFunds
+from events.models import Event, EventType
+from events.services import event_record, events_relay
+from redpackets.models import PacketKind
+from redpackets.services import group_add_member, packet_claim, packet_refund_expired, packet_send, packets_finish_claimed
+from tests.concurrency import run_concurrently
+from tests.factories import UserFactory, group_with_members, login
+
+
+def events_of(subject, type=None):
+    qs = Event.objects.filter(subject=str(subject)).order_by("id")
+    return list(qs.filter(type=type) if type else qs)
+
+
+@pytest.mark.django_db
+def test_send_records_packet_sent_with_the_packet_as_the_api_renders_it():
+    # Given a group of two
+    sender, other = UserFactory(balance=10_000), UserFactory()
+    group = group_with_members(sender, [other])
+
+    # When the sender sends a packet
+    packet = packet_send(sender=sender, group_id=group.id, kind=PacketKind.FIXED, share_count=2, share_amount=300)
+
+    # Then one packet.sent carries exactly what GET /packets/{id} shows, my_claim null
+    (event,) = events_of(packet.id)
+    assert event.type == EventType.PACKET_SENT
+    assert event.group_id == group.id
+    shown = login(other).get(f"/api/v1/packets/{packet.id}").json()
+    assert event.data == {"packet": shown}
+    assert event.data["packet"]["my_claim"] is None
+
+
+@pytest.mark.django_db
+def test_a_send_that_fails_records_nothing():
+    sender, other = UserFactory(balance=100), UserFactory()
+    group = group_with_members(sender, [other])
+    before = Event.objects.count()
+
+    with pytest.raises(InsufficientFunds):
+        packet_send(sender=sender, group_id=group.id, kind=PacketKind.FIXED, share_count=2, share_amount=300)
+
+    assert Event.objects.count() == before
+
+
+@pytest.mark.django_db
+def test_each_claim_records_packet_claimed_and_a_repeat_records_nothing():
+    # Given a packet of three shares
+    sender, a, b = UserFactory(balance=10_000), UserFactory(), UserFactory()
+    group = group_with_members(sender, [a, b])
+    packet = packet_send(sender=sender, group_id=group.id, kind=PacketKind.RANDOM, share_count=3, total_amount=900)
+
+    # When a claims twice and b once
+    first = packet_claim(packet_id=packet.id, user=a)
+    packet_claim(packet_id=packet.id, user=a)
+    second = packet_claim(packet_id=packet.id, user=b)
+
+    # Then two packet.claimed events with the claims, and no end yet
+    claimed = events_of(packet.id, EventType.PACKET_CLAIMED)
+    assert [e.data["claim"]["user"] for e in claimed] == [a.username, b.username]
+    assert [e.data["claim"]["amount"] for e in claimed] == [first.amount, second.amount]
+    assert claimed[0].data["packet"] == str(packet.id) and claimed[0].data["group"] == str(group.id)
+    assert not events_of(packet.id, EventType.PACKET_FINISHED)
+
+
+@pytest.mark.django_db
+def test_group_creation_records_one_member_added_per_member_and_adding_one_more_records_it():
+    owner, a, b, late = UserFactory(), UserFactory(), UserFactory(), UserFactory()
+
+    group = group_with_members(owner, [a, b])
+    group_add_member(group_id=group.id, actor=owner, username=late.username)
+    group_add_member(group_id=group.id, actor=owner, username=late.username)  # already a member
+
+    added = events_of(group.id, EventType.GROUP_MEMBER_ADDED)
+    assert [e.data for e in added] == [
+        {"group": str(group.id), "user": name} for name in (owner.username, a.username, b.username, late.username)
+    ]
+
+
+@pytest.mark.django_db
+def test_the_expiry_refund_records_packet_expired_with_the_settled_packet():
+    sender, a, b = UserFactory(balance=10_000), UserFactory(), UserFactory()
+    group = group_with_members(sender, [a, b])
+    packet = packet_send(sender=sender, group_id=group.id, kind=PacketKind.FIXED, share_count=3, share_amount=100)
+    packet_claim(packet_id=packet.id, user=a)
+
+    packet_refund_expired(packet_id=packet.id, force=True)
+    packet_refund_expired(packet_id=packet.id, force=True)
+
+    (expired,) = events_of(packet.id, EventType.PACKET_EXPIRED)
+    assert expired.data["packet"]["status"] == "expired"
+    assert expired.data["packet"]["refunded_amount"] == 200
+    assert not events_of(packet.id, EventType.PACKET_FINISHED)
+
+
+@pytest.mark.django_db
+def test_a_fully_claimed_packet_that_the_expiry_sweep_settles_ends_finished_not_expired():
+    # Given a packet whose claims all committed, but whose finished event was never recorded
+    sender, a = UserFactory(balance=10_000), UserFactory()
+    group = group_with_members(sender, [a])
+    packet = packet_send(sender=sender, group_id=group.id, kind=PacketKind.FIXED, share_count=1, share_amount=100)
+    # Inside the test's transaction, which never commits, the claimer's after-commit check never
+    # runs: as if its process died right after the claim committed.
+    packet_claim(packet_id=packet.id, user=a)
+    assert not events_of(packet.id, EventType.PACKET_FINISHED)
+
+    # When the expiry sweep settles it
+    packet_refund_expired(packet_id=packet.id, force=True)
+
+    # Then its one end is packet.finished
+    ends = [e.type for e in events_of(packet.id) if e.unique_key]
+    assert ends == [EventType.PACKET_FINISHED]
+
+
+@pytest.mark.django_db
+def test_the_finish_sweep_records_finished_for_a_packet_whose_last_claimer_died_after_commit():
+    sender, a = UserFactory(balance=10_000), UserFactory()
+    group = group_with_members(sender, [a])
+    packet = packet_send(sender=sender, group_id=group.id, kind=PacketKind.FIXED, share_count=1, share_amount=100)
+    packet_claim(packet_id=packet.id, user=a)  # its after-commit check never runs (see above)
+
+    assert packets_finish_claimed(since=timezone.now() - timezone.timedelta(minutes=1)) == 1
+    assert packets_finish_claimed(since=timezone.now() - timezone.timedelta(minutes=1)) == 0
+
+    (finished,) = events_of(packet.id, EventType.PACKET_FINISHED)
+    assert finished.data["packet"]["status"] == "finished"
+
+
+@pytest.mark.django_db
+@pytest.mark.postgres
+def test_the_database_refuses_a_second_end_for_a_packet():
+    group_id = uuid.uuid4()
+    with transaction.atomic():
+        event_record(type=EventType.PACKET_FINISHED, group_id=group_id, data={}, unique_key="packet-end:x")
+        # The service's ON CONFLICT makes a second one a no-op ...
+        assert event_record(type=EventType.PACKET_EXPIRED, group_id=group_id, data={}, unique_key="packet-end:x") is None
+    # ... and an insert around the service is refused.
+    with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO events_event (type, group_id, subject, data, created_at, unique_key) "
+            "VALUES ('packet.expired', %s, '', '{}', now(), 'packet-end:x')", [group_id]
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recording_outside_a_transaction_is_refused():
+    with pytest.raises(RuntimeError):
+        event_record(type=EventType.PACKET_SENT, group_id=uuid.uuid4(), data={})
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+def test_concurrent_last_claims_record_finished_once_after_every_claim():
+    # Given packets whose every share is claimed at once by as many threads
+    for round_ in range(3):
+        sender = UserFactory(balance=100_000)
+        crowd = [UserFactory(pin=None) for _ in range(12)]
+        group = group_with_members(sender, crowd)
+        packet = packet_send(sender=sender, group_id=group.id, kind=PacketKind.RANDOM, share_count=12,
+                             total_amount=12_000)
+        barrier = threading.Barrier(len(crowd))
+
+        def claim(user):
+            barrier.wait(timeout=30)
+            return packet_claim(packet_id=packet.id, user=user)
+
+        # When they all claim together
+        results, errors = run_concurrently(claim, [(u,) for u in crowd], threads=len(crowd))
+        assert errors == [None] * len(crowd)
+
+        # Then exactly one packet.finished, after every packet.claimed in feed order, showing all 12 claims
+        events_relay()
+        events = events_of(packet.id)
+        finished = [e for e in events if e.type == EventType.PACKET_FINISHED]
+        claimed = [e for e in events if e.type == EventType.PACKET_CLAIMED]
+        assert len(finished) == 1 and len(claimed) == 12
+        assert finished[0].position > max(e.position for e in claimed)
+        assert finished[0].data["packet"]["claimed_count"] == 12
+        assert finished[0].data["packet"]["status"] == "finished"
+        assert sum(c["amount"] for c in finished[0].data["packet"]["claims"]) == 12_000
