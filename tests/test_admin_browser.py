@@ -271,7 +271,7 @@ def test_two_operators_adjust_a_wallet_by_four_eyes_and_expire_a_packet_in_the_a
             assert (figures["active-packets"], figures["expiring-packets"], figures["sweep-lag"]) == ("2", "0", "none")
             assert figures["adjustments-waiting-for-approval"] == "0"
             assert figures["outbox-backlog"].isdigit() and figures["webhook-backlog"] == "0"
-    assert "last-reconciliation" in figures
+            assert "last-reconciliation" in figures
             fits_the_screen()
             shot("dashboard")
 
