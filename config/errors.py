@@ -9,8 +9,11 @@ the service answers with an HTML error page.
 import logging
 from datetime import datetime
 
+import psycopg.errors
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, JsonResponse
+from django.core.exceptions import RequestDataTooBig
+from django.db import OperationalError
+from django.http import Http404, JsonResponse, UnreadablePostError
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
@@ -128,6 +131,33 @@ class PassphraseLocked(ServiceError):
     default_message = "Too many wrong passphrases; you are locked out of this packet."
 
 
+class ServiceUnavailable(ServiceError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "service_unavailable"
+    default_message = "The service is busy; nothing was changed. Try again in a moment."
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "payload_too_large"
+    default_message = "The request body is too large."
+
+
+# PostgreSQL gave up waiting (lock_timeout, statement_timeout): the transaction rolled back whole.
+_DATABASE_TIMEOUTS = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+
+
+def as_service_error(exc: Exception) -> ServiceError | None:
+    """The envelope error for an exception raised below the services, or None when it is a real failure."""
+    if isinstance(exc, OperationalError) and isinstance(exc.__cause__, _DATABASE_TIMEOUTS):
+        return ServiceUnavailable()
+    if isinstance(exc, RequestDataTooBig):
+        return PayloadTooLarge()
+    if isinstance(exc, UnreadablePostError):  # the client stopped sending its body (API_BODY_READ_TIMEOUT_SECONDS)
+        return ValidationFailed("The request body stopped arriving before it was complete.")
+    return None
+
+
 # Codes for DRF's own exceptions, by class; the first match wins.
 _DRF_CODES: list[tuple[type[exceptions.APIException], int, str]] = [
     (exceptions.ValidationError, 400, "validation_error"),
@@ -177,8 +207,14 @@ def _first_message(fields: dict[str, list[str]]) -> str:
 def api_exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: every exception becomes the envelope."""
     headers = {}
+    mapped = as_service_error(exc)
+    if isinstance(mapped, ServiceUnavailable):
+        logger.warning("PostgreSQL gave up waiting (%s): answered 503", type(exc.__cause__).__name__)
+        headers["Retry-After"] = "1"
+    exc = mapped or exc
     if isinstance(exc, ServiceError):
-        return Response(envelope(exc.code, exc.message, exc.fields, exc.details), status=exc.status_code)
+        return Response(envelope(exc.code, exc.message, exc.fields, exc.details), status=exc.status_code,
+                        headers=headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -12,6 +12,7 @@ from wallets.idempotency import MAX_KEY_LENGTH
 
 class KnoxBearerScheme(OpenApiAuthenticationExtension):
     target_class = "knox.auth.TokenAuthentication"
+    match_subclasses = True  # wallets.auth.OneQueryTokenAuthentication
     name = "bearerAuth"
     # Above drf-spectacular's bundled knox extension (priority 0), which would win otherwise.
     priority = 1
@@ -43,6 +44,8 @@ ERROR_DETAILS: dict[str, dict] = {
 STANDARD_ERRORS: dict[int, tuple[str, str]] = {
     405: ("method_not_allowed", "The path does not take this method (see `Allow`)."),
     406: ("not_acceptable", "The Accept header excludes application/json, the only media type served."),
+    503: ("service_unavailable", "PostgreSQL gave up waiting (a lock or statement timeout): nothing was changed; "
+                                 "try again after `Retry-After`."),
 }
 BODY_ERRORS: dict[int, tuple[str, str]] = {
     413: ("payload_too_large", "The body is larger than the service accepts."),
@@ -176,11 +179,14 @@ MONEY_PROPERTIES = frozenset({
 RESPONSE_HEADERS: dict[int, dict] = {
     401: {"WWW-Authenticate": {"description": "`Bearer realm=\"api\"`.", "schema": {"type": "string"}}},
     405: {"Allow": {"description": "The methods the path takes.", "schema": {"type": "string"}}},
-    429: {
-        "Retry-After": {
-            "description": "Seconds to wait before trying again.",
-            "schema": {"type": "integer", "format": "int32", "minimum": 1},
+    **{
+        status: {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "schema": {"type": "integer", "format": "int32", "minimum": 1},
+            }
         }
+        for status in (429, 503)
     },
 }
 
@@ -302,8 +308,8 @@ def _make_nullable_refs_valid(result: dict) -> None:
     for ref, uses in nullable_uses.items():
         target = schemas[ref.rsplit("/", 1)[-1]]
         only_nullable = all_uses[ref] == len(uses)
-        for use in uses:
-            description = {k: v for k, v in use.items() if k in ("description", "readOnly")}
+        descriptions = [{k: v for k, v in use.items() if k in ("description", "readOnly")} for use in uses]
+        for use, description in zip(uses, descriptions):
             use.clear()
             if only_nullable:
                 use["$ref"] = ref  # siblings of a $ref are ignored in 3.0
@@ -311,3 +317,5 @@ def _make_nullable_refs_valid(result: dict) -> None:
                 use.update({**target, **description, "nullable": True})
         if only_nullable:
             target["nullable"] = True
+            if len(uses) == 1 and "description" in descriptions[0]:  # said once, on the component
+                target.setdefault("description", descriptions[0]["description"])

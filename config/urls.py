@@ -45,6 +45,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),
+    path("", include("observability.urls")),
     # Unknown API paths answer with the error envelope even when DEBUG is on.
     re_path(r"^api/(?P<rest>.*)$", unknown_api_path),
 ]

@@ -18,6 +18,7 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from config.errors import ValidationFailed
+from config.metrics import webhook_delivery_counted
 from events import webhooks
 from events.models import Delivery, DeliveryAttempt, DeliveryState, Event, EventType, WebhookEndpoint
 from events.selectors import event_body
@@ -254,4 +255,6 @@ def _attempt_record(*, delivery_id: int, token: uuid.UUID, endpoint_id: uuid.UUI
         delivery.save(update_fields=["attempts", "leased_until", "lease_token", "state", "delivered_at",
                                      "next_attempt_at"])
         endpoint.save(update_fields=["failing_since", "disabled_at", "disabled_reason"])
+        outcome = {DeliveryState.DELIVERED: "delivered", DeliveryState.FAILED: "failed"}.get(delivery.state, "retrying")
+        transaction.on_commit(lambda: webhook_delivery_counted(outcome))
     return result.succeeded

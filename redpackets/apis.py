@@ -32,6 +32,7 @@ from config.errors import (
 )
 from config.fields import StrictCharField, StrictIntegerField, StrictUUIDField
 from config.pagination import NewestFirstCursorPagination
+from config.replicas import ReadsFromReplica
 from redpackets import selectors, services
 from redpackets.models import PacketKind, PacketStatus
 from wallets.idempotency import idempotency_key, run_idempotent
@@ -211,7 +212,7 @@ class PacketViewsMixin:
         return PacketOutputSerializer(views, many=True)
 
 
-class GroupPacketListApi(PacketViewsMixin, ListAPIView):
+class GroupPacketListApi(ReadsFromReplica, PacketViewsMixin, ListAPIView):
     def get_queryset(self):
         return selectors.group_packets(group_id=self.kwargs["group_id"], viewer=self.request.user)
 
@@ -380,14 +381,14 @@ class PacketSendApi(APIView):
                 passphrase=data.get("passphrase"),
                 hint=data["hint"],
             )
-            view = selectors.packet_detail(packet_id=packet.id, viewer=request.user)
+            view = selectors.packet_view_of_sent(packet, viewer=request.user)
             return status.HTTP_201_CREATED, PacketOutputSerializer(view).data
 
         status_code, body = run_idempotent(request, execute)
         return Response(body, status=status_code)
 
 
-class PacketDetailApi(APIView):
+class PacketDetailApi(ReadsFromReplica, APIView):
     @extend_schema(
         operation_id="packets_retrieve",
         summary="A packet",

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, F, Max, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, F, Max, Min, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -170,6 +170,12 @@ def packet_view(packet: Packet, *, viewer: AbstractBaseUser) -> PacketView:
     )
 
 
+def packet_view_of_sent(packet: Packet, *, viewer: AbstractBaseUser) -> PacketView:
+    """The view of a packet `packet_send` has just created, without reading it back: nothing is claimed yet."""
+    packet.claimed_count, packet.claimed_amount, packet.last_claimed_at, packet.settled_shares = 0, 0, None, []
+    return packet_view(packet, viewer=viewer)
+
+
 def packet_detail(*, packet_id: uuid.UUID, viewer: AbstractBaseUser) -> PacketView:
     packet = _packets_with_claims().filter(id=packet_id, group__memberships__user=viewer).first()
     if packet is None:
@@ -186,6 +192,13 @@ def group_packets(*, group_id: uuid.UUID, viewer: AbstractBaseUser) -> QuerySet[
     """A member's view of a group's packets, newest first; map pages through `packet_view`."""
     group_for_member(group_id=group_id, viewer=viewer)
     return _packets_with_claims().filter(group_id=group_id).order_by("-created_at")
+
+
+def sweep_lag_seconds(*, now: datetime | None = None) -> float:
+    """How long the oldest expired packet has waited for its refund; 0 when none waits."""
+    now = now or timezone.now()
+    oldest = Packet.objects.filter(settled_at__isnull=True, expires_at__lte=now).aggregate(at=Min("expires_at"))["at"]
+    return (now - oldest).total_seconds() if oldest else 0.0
 
 
 def escrow_reconcile() -> list[str]:

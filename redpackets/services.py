@@ -3,8 +3,9 @@
 The money rules of a packet live here and in `allocation.py`:
 - send: the total leaves the sender's wallet for escrow in the ledger
   transaction that creates the packet and its pre-generated shares;
-- claim: one free share row is taken with SKIP LOCKED and paid from escrow to
-  the claimer in one ledger transaction; the packet row is only read;
+- claim: one free share row (the lowest-numbered free one) is taken with SKIP
+  LOCKED and paid from escrow to the claimer in one ledger transaction; the
+  packet row is only read; a passphrase packet first wants its passphrase;
 - refund: after expiry, the free shares are marked refunded and their sum goes
   back to the sender as one `packet_refund`, under the packet row lock.
 """
@@ -17,6 +18,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -30,6 +32,7 @@ from config.errors import (
     ValidationFailed,
     WrongPassphrase,
 )
+from config.metrics import claim_counted, refund_counted, send_counted
 from events.models import EventType
 from events.selectors import event_keys_recorded, event_subjects_since
 from redpackets import allocation, event_payloads, passphrases
@@ -91,6 +94,7 @@ def group_add_member(*, group_id: uuid.UUID, actor: AbstractBaseUser, username: 
 # --- Sending ----------------------------------------------------------------------
 
 
+@send_counted
 def packet_send(
     *,
     sender: AbstractBaseUser,
@@ -108,10 +112,15 @@ def packet_send(
 
     A `passphrase` makes members answer it to claim; only its HMAC is kept.
     """
-    group = ChatGroup.objects.filter(id=group_id, memberships__user=sender).first()
+    members = GroupMembership.objects.filter(group=OuterRef("pk")).order_by().values("group")
+    group = (
+        ChatGroup.objects.filter(id=group_id, memberships__user=sender)
+        .annotate(member_count=Subquery(members.annotate(n=Count("*")).values("n")))
+        .first()
+    )
     if group is None:
         raise NotFound("No such group.")
-    member_count = group.memberships.count()
+    member_count = group.member_count
     max_shares = min(member_count, settings.REDPACKET_MAX_SHARES)
     if not 1 <= share_count <= max_shares:
         raise ValidationFailed.on(
@@ -160,7 +169,8 @@ def packet_send(
     wallet = wallet_get_or_create(user=sender)
     now = timezone.now()
     packet_id = uuid.uuid4()
-    with transaction.atomic():
+    # No savepoint inside the API's transaction: any failure here fails the whole request.
+    with transaction.atomic(savepoint=False):
         escrow = system_account(code=SystemAccount.ESCROW, currency=wallet.currency)
         ledger_post(
             kind=TransactionKind.PACKET_SEND,
@@ -305,6 +315,7 @@ def _as_datetime(value):
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+@claim_counted
 def packet_claim(*, packet_id: uuid.UUID, user: AbstractBaseUser, passphrase: str | None = None) -> ClaimResult:
     """Claim one share of a packet for `user`; a repeat returns the first claim.
 
@@ -442,6 +453,7 @@ def _no_free_share(*, settled: bool) -> Exception:
 # --- Expiry -----------------------------------------------------------------------
 
 
+@refund_counted
 def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int | None:
     """Settle one packet past its expiry: return its free shares to the sender, once.
 
@@ -453,7 +465,7 @@ def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int |
     admin's "expire now").
     """
     with transaction.atomic():
-        packet = Packet.objects.select_for_update().filter(id=packet_id).first()
+        packet = Packet.objects.select_for_update(of=("self",)).select_related("sender").filter(id=packet_id).first()
         if packet is None or packet.settled_at is not None:
             return None
         now = timezone.now()
@@ -523,11 +535,19 @@ def packets_finish_claimed(*, since: datetime) -> int:
     )
 
 
-def packets_due_for_refund(*, now: datetime | None = None, limit: int | None = None) -> list[uuid.UUID]:
-    now = now or timezone.now()
-    limit = limit or settings.REDPACKET_SWEEP_BATCH
-    return list(
-        Packet.objects.filter(settled_at__isnull=True, expires_at__lte=now)
+def packet_take_due(*, skip: set[uuid.UUID] = frozenset()) -> uuid.UUID | None:
+    """Row-lock the oldest packet due for its refund that no other sweep holds, inside the
+    caller's transaction; None when there is none. Sweeps running at once take disjoint
+    packets (SKIP LOCKED) instead of queueing behind each other on the same ones."""
+    return (
+        Packet.objects.select_for_update(skip_locked=True)
+        .filter(settled_at__isnull=True, expires_at__lte=timezone.now())
+        .exclude(id__in=skip)
         .order_by("expires_at")
-        .values_list("id", flat=True)[:limit]
+        .values_list("id", flat=True)
+        .first()
     )
+
+
+def packets_due_count(*, limit: int) -> int:
+    return Packet.objects.filter(settled_at__isnull=True, expires_at__lte=timezone.now())[:limit].count()

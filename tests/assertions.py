@@ -11,7 +11,9 @@ def assert_error(response, status: int, code: str, fields=None) -> dict:
     body = json.loads(response.content)
     assert set(body) == {"error"}, body
     error = body["error"]
-    assert set(error) == {"code", "message", "fields"}, error
+    # `details` is optional: only codes with machine-readable facts carry it (pin_locked: locked_until).
+    assert set(error) - {"details"} == {"code", "message", "fields"}, error
+    assert "details" not in error or (isinstance(error["details"], dict) and error["details"]), error
     assert error["code"] == code, error
     assert isinstance(error["message"], str) and error["message"], error
     assert isinstance(error["fields"], dict), error

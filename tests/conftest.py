@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from tests.factories import UserFactory, login
 from tests.openapi_replay import ResponseRecorder
+from tests.processes import Stack
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -67,3 +68,16 @@ def user(db):
 @pytest.fixture
 def user_api(user) -> APIClient:
     return login(user)
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """gunicorn and a Celery worker as the Procfile starts them; all stopped at the end, their logs printed."""
+    stack = Stack(tmp_path)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        for proc in stack.started:
+            print(f"----- {proc.name} (exit code {proc.process.returncode}) -----")
+            print(proc.output()[-10_000:])

@@ -41,7 +41,9 @@ def production_env(**extra: str) -> dict[str, str]:
     return {
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+        "PIN_KEY": secrets.token_urlsafe(32),
         "DJANGO_ALLOWED_HOSTS": "example.com",
+        "METRICS_TOKEN": secrets.token_urlsafe(32),
         **extra,
     }
 
@@ -292,6 +294,16 @@ def test_production_settings_pass_the_deploy_checks(tmp_path):
     assert "System check identified no issues" in result.stdout
 
 
+def test_production_settings_without_a_metrics_token_fail_the_deploy_checks(tmp_path):
+    env = production_env()
+    del env["METRICS_TOKEN"]
+
+    result = manage("check", "--deploy", env=env, tmp_path=tmp_path)
+
+    assert result.returncode != 0
+    assert "observability.E001" in result.stderr + result.stdout
+
+
 def test_production_settings_switch_sandbox_topups_and_debug_off(tmp_path):
     result = manage(
         "shell", "-c", "from django.conf import settings; print(settings.SANDBOX_TOPUPS, settings.DEBUG)",
@@ -310,6 +322,27 @@ def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
 
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_production_settings_refuse_to_start_without_a_pin_key(tmp_path):
+    env = production_env()
+    del env["PIN_KEY"]
+
+    result = manage("check", env=env, tmp_path=tmp_path)
+
+    assert result.returncode != 0
+    assert "PIN_KEY" in result.stderr
+
+
+@pytest.mark.parametrize("reason", ["short", "the secret key"])
+def test_the_deploy_checks_refuse_a_weak_or_reused_pin_key(tmp_path, reason):
+    env = production_env()
+    env["PIN_KEY"] = "too-short" if reason == "short" else env["DJANGO_SECRET_KEY"]
+
+    result = manage("check", "--deploy", env=env, tmp_path=tmp_path)
+
+    assert result.returncode != 0
+    assert ("wallets.E001" if reason == "short" else "wallets.E002") in result.stderr
 
 
 @pytest.mark.django_db

@@ -633,3 +633,168 @@ def test_two_users_racing_with_one_idempotency_key_each_get_their_own_topup():
     assert [r.json()["balance"] for r in results] == [100 + i for i in range(len(users))]
     assert len({r.json()["id"] for r in results}) == len(users)
     assert [balance_of(user) for user in users] == [100 + i for i in range(len(users))]
+
+
+# --- hostile input: every endpoint, with and without a token ---------------------------------------------
+
+BIG_BODY = json.dumps({"username": "a" * 3_000_000, "password": "b", "pin": PIN})
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+JUST_TOO_DEEP = '{"name": ' + "[" * 40 + "]" * 40 + "}"
+HUGE_INTEGER = '{"amount": ' + "9" * 5_000 + ', "share_count": 1}'
+
+
+@pytest.fixture
+def every_operation():
+    """(method, concrete path, takes a body) for every operation of the schema, and a maker of fresh clients with a
+    token (a logout revokes the one it is called with)."""
+    owner = UserFactory(balance=100_000)
+    member = UserFactory()
+    group = group_with_members(owner, [member])
+    packet = packet_send(sender=owner, group_id=group.id, kind="fixed", share_count=2, share_amount=50)
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    operations = []
+    for template, item in schema["paths"].items():
+        concrete = template.replace("{group_id}", str(group.id)).replace("{packet_id}", str(packet.id))
+        for method in item:
+            if method in {"get", "post", "put", "patch", "delete"}:
+                operations.append((method, concrete, "requestBody" in item[method]))
+    assert len(operations) >= 13
+    return operations, lambda: as_user(owner)
+
+
+def assert_clean_refusal(response, status: int | set, code: str | set | None = None) -> None:
+    statuses = {status} if isinstance(status, int) else status
+    assert response.status_code in statuses, (response.status_code, response.content[:300])
+    if response.status_code != 204:
+        assert response["Content-Type"].startswith("application/json")
+    if response.status_code >= 400:
+        error = json.loads(response.content)["error"]
+        assert set(error) == {"code", "message", "fields"}
+        if code is not None:
+            assert error["code"] in ({code} if isinstance(code, str) else code)
+
+
+def hostile(client, method: str, path: str, body: str, content_type: str = "application/json"):
+    client.raise_request_exception = False
+    return client.generic(method.upper(), path, data=body, content_type=content_type)
+
+
+@pytest.mark.parametrize("authenticated", [False, True], ids=["anonymous", "with-token"])
+def test_a_body_of_3_mb_is_413_payload_too_large_on_every_endpoint(every_operation, authenticated):
+    operations, client = every_operation
+    for method, path, _ in operations:
+        response = hostile(client() if authenticated else APIClient(), method, path, BIG_BODY)
+
+        assert_clean_refusal(response, 413, "payload_too_large")
+
+
+def _parses_body(path: str, takes_body: bool, authenticated: bool) -> bool:
+    public = path.endswith(("/auth/register", "/auth/token"))
+    return takes_body and (authenticated or public)
+
+
+@pytest.mark.parametrize("body", [DEEP_JSON, JUST_TOO_DEEP], ids=["100000-deep", "40-deep"])
+@pytest.mark.parametrize("authenticated", [False, True], ids=["anonymous", "with-token"])
+def test_json_nested_too_deep_is_400_validation_error_on_every_endpoint(every_operation, authenticated, body):
+    operations, client = every_operation
+    for method, path, takes_body in operations:
+        response = hostile(client() if authenticated else APIClient(), method, path, body)
+
+        if _parses_body(path, takes_body, authenticated):
+            assert_clean_refusal(response, 400, "validation_error")
+            assert "nested deeper than" in json.loads(response.content)["error"]["message"]
+        else:  # refused before the body is read (401), or a GET that reads none
+            assert_clean_refusal(response, {200, 201, 204, 401, 403, 405})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [HUGE_INTEGER, '{"amount": 1e999999, "share_count": 1e400}', '{"amount": 99999999999999999999999999999999}',
+     '{"amount": -99999999999999999999999999999999, "share_amount": 9223372036854775808}', "NaN", '{"amount": Infinity}'],
+    ids=["5000-digits", "float-overflow", "beyond-int64", "negative-beyond-int64", "nan", "infinity"],
+)
+@pytest.mark.parametrize("authenticated", [False, True], ids=["anonymous", "with-token"])
+def test_huge_and_non_finite_numbers_are_refused_cleanly_on_every_endpoint(every_operation, authenticated, body):
+    operations, client = every_operation
+    for method, path, takes_body in operations:
+        response = hostile(client() if authenticated else APIClient(), method, path, body)
+
+        if _parses_body(path, takes_body, authenticated):
+            assert_clean_refusal(response, {400, 403}, {"validation_error", "pin_not_set", "permission_denied"})
+        else:
+            assert_clean_refusal(response, {200, 201, 204, 401, 403, 405})
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/xml", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded",
+     "application/json; charset=bogus-8", "application/json; charset=utf-16", "application/json;;;=",
+     "application/octet-stream", "*/*"],
+)
+@pytest.mark.parametrize("authenticated", [False, True], ids=["anonymous", "with-token"])
+def test_odd_content_types_are_refused_cleanly_on_every_endpoint(every_operation, authenticated, content_type):
+    operations, client = every_operation
+    body = json.dumps({"username": f"newbie-{uuid.uuid4().hex[:6]}", "password": "x", "amount": 1})
+    for method, path, takes_body in operations:
+        response = hostile(client() if authenticated else APIClient(), method, path, body, content_type)
+
+        if _parses_body(path, takes_body, authenticated):
+            # refused as unreadable, or (a charset Python knows, parameters it ignores) read and judged
+            assert_clean_refusal(response, {201, 400, 401, 403, 415}, {"validation_error", "unsupported_media_type",
+                                                                       "pin_not_set", "permission_denied",
+                                                                       "not_authenticated"})
+        else:
+            assert_clean_refusal(response, {200, 201, 204, 401, 403, 405})
+
+
+def _raw_request(port: int, head: bytes, body_parts: list[bytes], pause: float) -> tuple[bytes, float]:
+    """Sends the head, then each body part after `pause` seconds; the whole answer and when it came."""
+    import socket
+    import time
+
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        for part in body_parts:
+            time.sleep(pause)
+            sock.sendall(part)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer and len(answer.split(b"\r\n\r\n", 1)[1]) >= int(
+                    answer.split(b"Content-Length: ", 1)[1].split(b"\r\n", 1)[0]):
+                break
+    return answer, time.monotonic() - started
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_slow_bodies_hold_no_thread_for_long_and_a_slow_but_steady_one_still_succeeds(stack):
+    # Given the web server as deployed (1 worker, 4 threads), a body read timeout of 1 s
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    stack.web(workers=1, WEB_THREADS="4", API_BODY_READ_TIMEOUT_SECONDS="1")
+    body = json.dumps({"username": f"slow-{uuid.uuid4().hex[:6]}", "password": "Slow-but-steady-42"}).encode()
+    head = (b"POST /api/v1/auth/register HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+
+    # When 6 clients send the head and one byte of the body, then nothing (more than the threads), while a
+    # seventh sends its whole body a few bytes at a time, 0.3 s apart
+    with ThreadPoolExecutor(8) as pool:
+        stalled = [pool.submit(_raw_request, stack.port, head, [body[:1]], 0.1) for _ in range(6)]
+        steady = pool.submit(_raw_request, stack.port, head, [body[i:i + 8] for i in range(0, len(body), 8)], 0.3)
+        stalled_answers = [f.result() for f in stalled]
+        after = requests.get(stack.url("/healthz"), timeout=10)
+        steady_answer, steady_took = steady.result()
+
+    # Then each stalled client got a clean 400 about a second after its last byte, the server kept serving,
+    # and the slow but steady client registered
+    for answer, took in stalled_answers:
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b'"code":"validation_error"' in answer and b"stopped arriving" in answer
+        assert took < 10
+    assert after.status_code == 200
+    assert steady_answer.startswith(b"HTTP/1.1 201"), steady_answer[:300]
+    assert steady_took > 1  # longer in all than the read timeout: the timeout is per read, as nginx's

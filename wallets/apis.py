@@ -15,6 +15,7 @@ from config import schema
 from config.errors import BadCredentials, IdempotencyConflict, InvalidPin, PermissionDenied, PinLocked
 from config.fields import PinField, StrictCharField, StrictIntegerField
 from config.pagination import LedgerCursorPagination
+from config.replicas import ReadsFromReplica
 from wallets import selectors, services
 from wallets.idempotency import run_idempotent
 from wallets.models import TransactionKind
@@ -238,7 +239,7 @@ class TopupApi(APIView):
         return Response(body, status=status_code)
 
 
-class TransactionListApi(ListAPIView):
+class TransactionListApi(ReadsFromReplica, ListAPIView):
     pagination_class = LedgerCursorPagination
 
     @extend_schema_serializer(component_name="WalletTransaction")

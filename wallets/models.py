@@ -141,10 +141,12 @@ class LedgerEntry(models.Model):
 
 
 class PaymentPin(models.Model):
-    """A user's payment PIN (hashed) and the failed tries that lock it."""
+    """A user's payment PIN (keyed hash, see wallets/pins.py) and the failed tries that lock it."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="payment_pin")
     pin_hash = models.CharField(max_length=256)
+    # The PIN key that made pin_hash; blank for a v1 PBKDF2 hash (rehashed on the next right PIN).
+    pin_key_id = models.CharField(max_length=16, blank=True, default="")
     failed_attempts = models.PositiveSmallIntegerField(default=0)
     first_failed_at = models.DateTimeField(null=True, blank=True)
     locked_until = models.DateTimeField(null=True, blank=True)

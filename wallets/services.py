@@ -2,9 +2,9 @@
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from knox.models import AuthToken
 
@@ -22,6 +22,7 @@ from wallets.models import (
     TransactionKind,
 )
 from wallets.money import format_money
+from wallets.pins import PinHash, pin_check, pin_hash
 
 User = get_user_model()
 
@@ -52,12 +53,11 @@ def user_register(*, username: str, password: str) -> AbstractBaseUser:
 
 
 def auth_token_issue(*, user: AbstractBaseUser) -> tuple[AuthToken, str]:
-    """A new bearer token (stored hashed); the user's oldest tokens beyond
-    AUTH_TOKENS_PER_USER are revoked, which also bounds knox's per-request
-    look-up of the user's tokens."""
+    """A new bearer token (stored hashed); the user's expired tokens and their oldest
+    beyond AUTH_TOKENS_PER_USER are deleted (wallets/auth.py does not sweep them per request)."""
     instance, token = AuthToken.objects.create(user)
     keep = AuthToken.objects.filter(user=user).order_by("-created").values("pk")[: settings.AUTH_TOKENS_PER_USER]
-    AuthToken.objects.filter(user=user).exclude(pk__in=keep).delete()
+    AuthToken.objects.filter(user=user).filter(Q(expiry__lt=timezone.now()) | ~Q(pk__in=keep)).delete()
     return instance, token
 
 
@@ -174,14 +174,14 @@ def pin_set(*, user: AbstractBaseUser, pin: str, current_pin: str | None = None)
     with transaction.atomic():
         record = PaymentPin.objects.select_for_update().filter(user=user).first()
         if record is None:
-            PaymentPin.objects.create(user=user, pin_hash=make_password(pin))
+            stored = pin_hash(user_id=user.pk, pin=pin)
+            PaymentPin.objects.create(user=user, pin_hash=stored.digest, pin_key_id=stored.key_id)
             return
         if not current_pin:
             raise ValidationFailed.on("current_pin", "The current PIN is required to change it.")
         failure = _pin_try(record, current_pin)
         if failure is None:
-            record.pin_hash = make_password(pin)
-            record.save(update_fields=["pin_hash", "updated_at"])
+            _pin_store(record, pin)
             return
     # Raised after the block commits, so the wrong try stays counted.
     raise failure
@@ -201,6 +201,8 @@ def pin_verify(*, user: AbstractBaseUser, pin: str | None) -> None:
     """
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("pin_verify commits the try count; call it outside a transaction.")
+    if pin and _pin_right_and_clean(user=user, pin=pin):
+        return
     with transaction.atomic():
         record = PaymentPin.objects.select_for_update().filter(user=user).first()
         if record is None:
@@ -210,6 +212,23 @@ def pin_verify(*, user: AbstractBaseUser, pin: str | None) -> None:
         failure = _pin_try(record, pin)
     if failure is not None:
         raise failure
+
+
+def _pin_right_and_clean(*, user: AbstractBaseUser, pin: str) -> bool:
+    """The common case without a row lock: the right PIN, current key, no wrong tries, not locked.
+
+    Nothing is written then, so the lock buys nothing: a wrong try committed just after this
+    read cannot make this PIN wrong, and one that locked the PIN an instant earlier lost
+    the race to a caller who knew the PIN. Everything else takes the locked path.
+    """
+    record = PaymentPin.objects.filter(user=user).only("user_id", "pin_hash", "pin_key_id", "failed_attempts",
+                                                        "locked_until").first()
+    if record is None or record.failed_attempts or record.locked_until:
+        return False
+    right, outdated = pin_check(
+        user_id=record.user_id, pin=pin, stored=PinHash(key_id=record.pin_key_id, digest=record.pin_hash)
+    )
+    return right and not outdated
 
 
 def _pin_try(record: PaymentPin, pin: str) -> InvalidPin | PinLocked | None:
@@ -222,7 +241,12 @@ def _pin_try(record: PaymentPin, pin: str) -> InvalidPin | PinLocked | None:
     if record.locked_until and record.locked_until > now:
         return PinLocked(locked_until=record.locked_until)
     fields = ["failed_attempts", "first_failed_at", "locked_until", "updated_at"]
-    if check_password(pin, record.pin_hash):
+    right, outdated = pin_check(
+        user_id=record.user_id, pin=pin, stored=PinHash(key_id=record.pin_key_id, digest=record.pin_hash)
+    )
+    if right:
+        if outdated:
+            _pin_store(record, pin)
         if record.failed_attempts or record.locked_until:
             record.failed_attempts, record.first_failed_at, record.locked_until = 0, None, None
             record.save(update_fields=fields)
@@ -238,3 +262,10 @@ def _pin_try(record: PaymentPin, pin: str) -> InvalidPin | PinLocked | None:
     record.save(update_fields=fields)
     remaining = settings.PIN_MAX_FAILURES - record.failed_attempts
     return InvalidPin(f"The payment PIN is wrong; {remaining} tries left before it locks.")
+
+
+def _pin_store(record: PaymentPin, pin: str) -> None:
+    """Store `pin` on a locked row under the current PIN key."""
+    stored = pin_hash(user_id=record.user_id, pin=pin)
+    record.pin_hash, record.pin_key_id = stored.digest, stored.key_id
+    record.save(update_fields=["pin_hash", "pin_key_id", "updated_at"])

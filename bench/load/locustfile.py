@@ -12,6 +12,7 @@ User classes:
                 and claiming the packets sent to its groups, listing a group's packets.
 - Sender:       sends packets to its groups (PIN, Idempotency-Key), sometimes
                 retries one with the same key, as a client whose reply got lost.
+- SendLoop:     group owners sending small packets with no pause (the send rate).
 - HotSender + HotClaimer: one sender and a few hundred claimers of one group. Each
                 round the sender sends a packet (or, in a "spread" round, as many
                 packets as the claimers fill); every claimer, parked on an event,
@@ -249,6 +250,26 @@ class Sender(ApiUser):
             again = self.send(body, key, SEND_RETRY)
             if again.status_code == 201 and again.json()["id"] != packet_id:
                 IDEMPOTENCY_MISMATCHES.append(f"key {key}: {packet_id} then {again.json()['id']}")
+
+
+SEND_LOOP = "POST /api/v1/packets (closed loop)"
+_next_looper = itertools.count()
+
+
+class SendLoop(ApiUser):
+    """One group owner per locust user sending small fixed packets with no pause (the send rate)."""
+
+    wait_time = constant(0)
+
+    def on_start(self):
+        self.my_group = STATE["groups"][next(_next_looper) % len(STATE["groups"])]
+        self.as_user(self.my_group["owner"])
+
+    @task
+    def send_packet(self):
+        body = {"group": self.my_group["id"], "pin": STATE["pin"], "kind": "fixed", "share_count": 5,
+                "share_amount": 100, "greeting": "send rate"}
+        self.send(body, str(uuid.uuid4()), SEND_LOOP)
 
 
 # --- hot packets ---------------------------------------------------------------------------

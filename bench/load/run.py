@@ -8,8 +8,7 @@ What it does, every step bounded in time, every process it starts stopped at the
 
 1. creates a fresh database (`redpackets_load`), migrates it, and seeds users, wallets
    (sandbox topups through the service), groups, payment PINs for the senders and knox
-   tokens created directly (no password hashing during the run; the PIN is hashed once
-   with the production hasher and the hash shared by the senders);
+   tokens created directly (no password hashing during the run);
 2. starts `gunicorn config.wsgi:application`, `celery -A config worker` and
    `celery -A config beat` under production settings (DJANGO_SETTINGS_MODULE=
    config.settings.production, DJANGO_SECURE_SSL_REDIRECT=false since the traffic is
@@ -78,14 +77,14 @@ MODES = {
     "full": {
         "users": 1000, "groups": 40, "group_size": 25, "members": 200, "senders": 5,
         "hot_claimers": 300, "hot_shares": 100,
-        "wallet_users": 48, "wallet_seconds": 15, "burst_rounds": 10, "segments": 2,
+        "wallet_users": 48, "wallet_seconds": 15, "send_seconds": 12, "burst_rounds": 10, "segments": 2,
         "mixed_seconds": 90, "hot_gap": 5.0, "ttl": 20, "sweep": 4,
         "time_limit": 900,
     },
     "short": {
         "users": 400, "groups": 16, "group_size": 20, "members": 80, "senders": 3,
         "hot_claimers": 200, "hot_shares": 100,
-        "wallet_users": 48, "wallet_seconds": 7, "burst_rounds": 5, "segments": 1,
+        "wallet_users": 48, "wallet_seconds": 7, "send_seconds": 0, "burst_rounds": 5, "segments": 1,
         "mixed_seconds": 20, "hot_gap": 4.0, "ttl": 10, "sweep": 2,
         "time_limit": 170,
     },
@@ -93,6 +92,7 @@ MODES = {
 WARMUP_SECONDS = 2.0  # left out of each closed-loop phase's rates and percentiles
 
 TRIVIAL = "GET /api/v1/wallet"
+SEND_LOOP = "POST /api/v1/packets (closed loop)"
 HOT_CLAIM = "POST /api/v1/packets/{id}/claim (hot, %s)"
 
 
@@ -303,6 +303,7 @@ def seed(cfg: dict, state_path: Path) -> dict:
 
     from redpackets.services import group_create
     from wallets.models import Account, AccountKind, PaymentPin
+    from wallets.pins import pin_hash
     from wallets.services import wallet_topup
 
     User = get_user_model()
@@ -328,8 +329,10 @@ def seed(cfg: dict, state_path: Path) -> dict:
     with transaction.atomic():
         for i, user in enumerate(users):
             wallet_topup(user=user, amount=50_000_000 if i in owners else 20_000)
-    pin_hash = make_password(PIN)  # once, at the production hasher's full cost
-    PaymentPin.objects.bulk_create([PaymentPin(user=users[i], pin_hash=pin_hash) for i in sorted(owners)])
+    PaymentPin.objects.bulk_create([
+        PaymentPin(user=users[i], pin_hash=stored.digest, pin_key_id=stored.key_id)
+        for i in sorted(owners) for stored in [pin_hash(user_id=users[i].pk, pin=PIN)]
+    ])
 
     tokens, rows = [], []
     expiry = timezone.now() + knox_settings.TOKEN_TTL
@@ -458,6 +461,7 @@ def cpu_report(sampler: CpuSampler, runs: dict[str, list[dict]]) -> dict:
     burst = runs.get("burst", [])
     kinds = {
         "trivial": runs.get("trivial", []),
+        "send": runs.get("send", []),
         "burst, one packet": [{**r, "rounds": [x for x in r["rounds"] if x["kind"] == "one"]} for r in burst],
         "burst, spread": [{**r, "rounds": [x for x in r["rounds"] if x["kind"] == "spread"]} for r in burst],
         "mixed": runs.get("mixed", []),
@@ -471,9 +475,9 @@ def cpu_report(sampler: CpuSampler, runs: dict[str, list[dict]]) -> dict:
         ours = sum(used[p] for p in PARTS)
         out[kind] = {"seconds": seconds, **{p: used[p] / seconds for p in used},
                      "others": max(0.0, used["machine"] - ours) / seconds}
-        if kind == "trivial":
+        if kind in ("trivial", "send"):
             served = sum(1 for r in results for (t1, _) in windows_of(r, kind)
-                         for row in r["records"].get(TRIVIAL, []) if row[0] >= t1)
+                         for row in r["records"].get(TRIVIAL if kind == "trivial" else SEND_LOOP, []) if row[0] >= t1)
         elif kind.startswith("burst"):
             served = sum(rnd["claims"] for r in results for rnd in r["rounds"])
         else:
@@ -584,6 +588,9 @@ def render(report: dict) -> str:
         f"{cfg['hot_shares']} shares ({spread['rounds']} rounds; every claim paid) "
         f"| {spread['rps']:.0f} ({head['ratio_spread']:.0%}) |",
         f"| **claims / trivial**, the lower of the two (target ≥ 50%) | **{head['ratio']:.0%}** |",
+        f"| sends/s, {cfg['groups']} senders in a closed loop (fixed, 5 shares, PIN, Idempotency-Key) "
+        f"| {head['send_rps']:.0f} |",
+        f"| **sends / trivial** (target ≥ 30%) | **{head['send_ratio']:.0%}** |",
         f"| claim latency, one packet, p50 / p95 / p99 ms | {ms(one['p50'])} / {ms(one['p95'])} / {ms(one['p99'])} |",
         f"| claim latency, spread, p50 / p95 / p99 ms "
         f"| {ms(spread['p50'])} / {ms(spread['p95'])} / {ms(spread['p99'])} |",
@@ -690,6 +697,7 @@ def main() -> int:
         **{k: v for k, v in os.environ.items() if k not in {"CACHE_URL", "DJANGO_DEBUG", "PYTEST_CURRENT_TEST"}},
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "PIN_KEY": secrets.token_urlsafe(32),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         "DJANGO_SECURE_SSL_REDIRECT": "false",
         "DATABASE_URL": database_url,
@@ -772,7 +780,7 @@ def main() -> int:
         ctx = {"run_dir": run_dir, "env": env, "state_path": state_path, "base_url": base_url, "web": web, "sampler": sampler,
                "worker": worker}
         hot = {"hot_claimers": cfg["hot_claimers"], "quit_after_rounds": True}
-        runs: dict[str, list[dict]] = {"trivial": [], "burst": [], "mixed": []}  # kind -> its runs, in order
+        runs: dict[str, list[dict]] = {"trivial": [], "send": [], "burst": [], "mixed": []}  # kind -> its runs
 
         def phase(kind, name, classes, users, seconds, phase_cfg):
             result = run_phase(name, classes, users, seconds, phase_cfg, ctx)
@@ -788,6 +796,8 @@ def main() -> int:
         # same machine (other work on it comes and goes); the trivial one goes first and last.
         for segment in range(1, cfg["segments"] + 1):
             phase("trivial", f"trivial-{segment}", ["WalletReader"], cfg["wallet_users"], cfg["wallet_seconds"], {})
+            if cfg["send_seconds"]:  # full mode only: the CI run stays within its time
+                phase("send", f"send-{segment}", ["SendLoop"], cfg["groups"], cfg["send_seconds"], {})
             phase("burst", f"burst-{segment}", ["HotSender", "HotClaimer"], cfg["hot_claimers"] + 1,
                   30 + 8 * cfg["burst_rounds"],
                   {**hot, "hot_rounds": cfg["burst_rounds"], "round_kinds": ["one", "spread"]})
@@ -801,7 +811,7 @@ def main() -> int:
         cpu = cpu_report(sampler, runs)
 
         swept = wait_until_swept(cfg["sweep"], limit=cfg["ttl"] + 4 * cfg["sweep"] + 30)
-        every_run = {r["name"]: r for r in [warm, *runs["trivial"], *runs["burst"], *runs["mixed"]]}
+        every_run = {r["name"]: r for r in [warm, *runs["trivial"], *runs["send"], *runs["burst"], *runs["mixed"]]}
         checks = check_invariants(ctx, every_run, cfg["sweep"], swept)
         if checks["tracebacks"]:
             checks["violations"].append(f"{checks['tracebacks']} tracebacks in gunicorn's log")
@@ -820,8 +830,10 @@ def main() -> int:
         trivial_mean = phases["trivial"][TRIVIAL]["rps"]
         ratio_one = one["rps"] / trivial_mean if trivial_mean else 0.0
         ratio_spread = spread["rps"] / trivial_mean if trivial_mean else 0.0
+        send_rps = phases.get("send", {}).get(SEND_LOOP, {}).get("rps", 0.0)
         headline = {"trivial_rps": trivial_mean, "trivial_each": trivial, "one": one, "spread": spread,
                     "ratio_one": ratio_one, "ratio_spread": ratio_spread, "ratio": min(ratio_one, ratio_spread),
+                    "send_rps": send_rps, "send_ratio": send_rps / trivial_mean if trivial_mean else 0.0,
                     "requests": requests, "errors": errors, "error_rate": errors / requests if requests else 0.0,
                     "5xx": fivexx}
         report = {"cfg": {**cfg, "mode": mode}, "headline": headline, "phases": phases, "checks": checks, "cpu": cpu}
@@ -843,6 +855,8 @@ def main() -> int:
         phases_note = (
             f"Phases: *trivial* — {cfg['wallet_users']} users reading their wallet with no pause, "
             f"{len(trivial)} runs of {cfg['wallet_seconds']} s ({trivial_note} req/s), taking turns with "
+            f"*send* — each of the {cfg['groups']} group owners sending fixed packets of 5 shares with no pause "
+            f"({cfg['send_seconds']} s each) and "
             f"*burst* — {cfg['segments']} × {cfg['burst_rounds']} rounds in which {cfg['hot_claimers']} members of "
             "the hot group, released at the same instant, claim hot random packets sent just before through the "
             f"API (PIN, Idempotency-Key): in turn one packet of {cfg['hot_shares']} shares for all of them, and "
@@ -860,7 +874,7 @@ def main() -> int:
             f"(201) or not (409 once the {cfg['hot_shares']} shares are gone), over the time claims were in flight; "
             "the target is read on the lower one, usually the spread rounds where every claim moves money. "
             "The burst phase's own req/s in the second table also counts the pauses while the next hot packets are "
-            "sent (its PIN check alone is about 0.3 s of PBKDF2). Last column of the third table: CPU seconds of "
+            "sent. Last column of the third table: CPU seconds of "
             "gunicorn and of the PostgreSQL backends per request, which other work on the machine moves much "
             "less than the rates. What moved the figures: a claim that finds no free share in its first read "
             "answers 409/410 from that read instead of a transaction that tries, waits and rolls back (3 "
@@ -885,7 +899,8 @@ def main() -> int:
         print(f"LOAD RESULT: 5xx={fivexx + checks['access_5xx']} errors={errors} requests={requests} "
               f"violations={len(checks['violations'])} claim_rps={min(one['rps'], spread['rps']):.1f} "
               f"claim_one_rps={one['rps']:.1f} claim_spread_rps={spread['rps']:.1f} trivial_rps={trivial_mean:.1f} "
-              f"ratio={headline['ratio']:.3f} target={'met' if headline['ratio'] >= 0.5 else 'missed'}", flush=True)
+              f"ratio={headline['ratio']:.3f} target={'met' if headline['ratio'] >= 0.5 else 'missed'} "
+              f"send_rps={send_rps:.1f} send_ratio={headline['send_ratio']:.3f}", flush=True)
         return 0 if fivexx + checks["access_5xx"] == 0 and not checks["violations"] else 1
     except RunFailed as exc:
         print(f"LOAD RUN FAILED: {exc}", file=sys.stderr, flush=True)

@@ -3,11 +3,15 @@
 Everything a deployment changes comes from the environment (see README's table).
 """
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+
+from config.error_reporting import error_reporting_init
+from config.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -46,10 +50,13 @@ INSTALLED_APPS = [
     "axes",
     "wallets",
     "redpackets",
+    "observability",
     "events",
 ]
 
 MIDDLEWARE = [
+    "config.logging.RequestLogMiddleware",
+    "config.request_limits.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -99,6 +106,26 @@ DATABASES = {
 # Switch off behind a transaction-pooling PgBouncer, which cannot keep them.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_PREPARED_STATEMENTS", True):
     DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Health checks without a round trip on a connection used within the last second.
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
+# Nothing waits on PostgreSQL forever (web and worker alike; a process may set its own):
+# a statement, a lock wait and a transaction left open by a stuck or dead client are
+# ended by the server, and TCP keepalives notice a peer that vanished. A lock or
+# statement timeout answers 503 service_unavailable (config/errors.py). Behind a
+# transaction-pooling PgBouncer, set these on the role instead (ALTER ROLE ... SET).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _timeouts = {
+        "statement_timeout": env_int("DB_STATEMENT_TIMEOUT_MS", 20_000),
+        "lock_timeout": env_int("DB_LOCK_TIMEOUT_MS", 10_000),
+        "idle_in_transaction_session_timeout": env_int("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 60_000),
+    }
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = " ".join(
+        [_options.get("options", ""), *(f"-c {name}={ms}" for name, ms in _timeouts.items())]
+    ).strip()
+    _options.setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5))
+    _options.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
@@ -106,6 +133,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+
+# Read replica (config/replicas.py): read-only endpoints read from it; writes, money
+# and a user's reads within REPLICA_READ_YOUR_WRITES_SECONDS of their own write do not.
+REPLICA_READ_YOUR_WRITES_SECONDS = env_int("REPLICA_READ_YOUR_WRITES_SECONDS", 5)
+if os.environ.get("DATABASE_REPLICA_URL"):
+    DATABASES["replica"] = {
+        **DATABASES["default"],
+        **dj_database_url.parse(os.environ["DATABASE_REPLICA_URL"], conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+                                conn_health_checks=True),
+        "ENGINE": DATABASES["default"]["ENGINE"],
+        "OPTIONS": DATABASES["default"].get("OPTIONS", {}),
+        "TEST": {"MIRROR": "default"},
+    }
+    DATABASE_ROUTERS = ["config.replicas.PrimaryReplicaRouter"]
+    MIDDLEWARE.append("config.replicas.RecordWritesMiddleware")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -179,12 +221,18 @@ STORAGES = {
 
 # --- REST API -------------------------------------------------------------------
 API_THROTTLE = os.environ.get("API_THROTTLE", "on").strip().lower() != "off"
+# Hostile input (config/request_limits.py). The largest legitimate body, a group of 500
+# members with 150-character names, is about 80 KB.
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 32)
+API_BODY_READ_TIMEOUT_SECONDS = float(os.environ.get("API_BODY_READ_TIMEOUT_SECONDS", "10"))
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["knox.auth.TokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["wallets.auth.OneQueryTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["config.request_limits.SafeJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
     # Fails open (logs and allows) while the cache that holds the counters is unreachable.
@@ -217,6 +265,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "wallet", "description": "The caller's own wallet: balance, payment PIN, sandbox topups, history."},
         {"name": "groups", "description": "Mirrors of chat groups: members, and the packets sent to them."},
         {"name": "packets", "description": "Send, read and claim red packets."},
+        {"name": "events", "description": "v1.1: the feed of every change a chat client shows."},
     ],
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI's files are served by this service, not fetched from a CDN.
@@ -240,6 +289,16 @@ SANDBOX_TOPUP_MAX = env_int("SANDBOX_TOPUP_MAX", 1_000_000)
 DEFAULT_CURRENCY = "CNY"
 # How long an Idempotency-Key replays its first response.
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24))
+# Payment PINs are HMAC-SHA256 under PIN_KEY (wallets/pins.py): a key the
+# database does not hold, never DJANGO_SECRET_KEY. Rotate by making a new key
+# current (PIN_KEY, PIN_KEY_ID) and moving the old one to PIN_RETIRED_KEYS
+# ("id:key,id:key") until every PIN has been used once (rehashed) or reset.
+LOCAL_ONLY_PIN_KEY = "insecure-local-only-pin-key-change-me-in-production-0123456789"
+PIN_KEY = os.environ.get("PIN_KEY", LOCAL_ONLY_PIN_KEY)
+PIN_KEY_ID = os.environ.get("PIN_KEY_ID", "1")
+PIN_RETIRED_KEYS = dict(
+    pair.strip().split(":", 1) for pair in os.environ.get("PIN_RETIRED_KEYS", "").split(",") if pair.strip()
+)
 PIN_MAX_FAILURES = 5
 PIN_FAILURE_WINDOW = timedelta(minutes=15)
 PIN_LOCK_DURATION = timedelta(minutes=15)
@@ -252,7 +311,9 @@ REDPACKET_SWEEP_SECONDS = env_int("REDPACKET_SWEEP_SECONDS", 60)
 REDPACKET_MAX_SHARE = env_int("REDPACKET_MAX_SHARE", 20000)
 REDPACKET_MAX_SHARES = env_int("REDPACKET_MAX_SHARES", 100)
 REDPACKET_GREETING_MAX_LENGTH = 100
+# A backlog larger than REDPACKET_SWEEP_BATCH is swept by REDPACKET_SWEEP_TASKS tasks at once.
 REDPACKET_SWEEP_BATCH = env_int("REDPACKET_SWEEP_BATCH", 500)
+REDPACKET_SWEEP_TASKS = env_int("REDPACKET_SWEEP_TASKS", env_int("WORKER_CONCURRENCY", 2))
 # The key of the passphrases' HMACs. Without it, one derived from SECRET_KEY (which
 # production requires), under its own label so neither key reveals the other.
 REDPACKET_PASSPHRASE_KEY = os.environ.get("REDPACKET_PASSPHRASE_KEY", "")
@@ -303,6 +364,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "refund-expired-packets": {
         "task": "redpackets.tasks.refund_expired_packets",
+        "kwargs": {"fan_out": True},
         "schedule": max(REDPACKET_SWEEP_SECONDS / 4, 0.5),
         "options": {"expires": max(REDPACKET_SWEEP_SECONDS / 2, 1)},
     },
@@ -324,11 +386,30 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    # One line per webhook attempt comes from events.tasks; httpx would add its own.
-    "loggers": {"httpx": {"level": "WARNING"}},
-}
+# --- Operating it: /healthz, /readyz, /metrics (the observability app) ------------
+# Prometheus multiprocess mode: each gunicorn worker and Celery process writes its
+# counters under this directory and /metrics sums them. Set here, before anything
+# imports prometheus_client (config/metrics.py); config/gunicorn.py clears the files
+# of processes that are gone when the web server starts.
+METRICS_DIR = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics")))
+METRICS_DIR.mkdir(parents=True, exist_ok=True)
+# Bearer token for GET /metrics; empty: open (local run). Production requires one.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_TOKEN_REQUIRED = False
+# /readyz answers within about twice this even when Redis hangs.
+READINESS_TIMEOUT_SECONDS = float(os.environ.get("READINESS_TIMEOUT_SECONDS", "0.5"))
+
+# Logs (config/logging.py): "console" lines for a person at `make run`, "json" (the
+# production default) for a log pipeline; either way with the request id on every line.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "console")
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL)
+# Peers (addresses or networks, comma-separated) whose X-Request-ID is kept, e.g. the load balancer.
+REQUEST_ID_TRUSTED_PROXIES = [
+    ipaddress.ip_network(p.strip(), strict=False)
+    for p in os.environ.get("REQUEST_ID_TRUSTED_PROXIES", "").split(",") if p.strip()
+]
+# Errors to Sentry when SENTRY_DSN is set (config/error_reporting.py); nothing otherwise.
+error_reporting_init()
+# Celery logs through the same handlers instead of installing its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

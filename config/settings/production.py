@@ -2,8 +2,9 @@
 
 import os
 
+from config.logging import logging_config
 from config.settings.base import *  # noqa: F403
-from config.settings.base import env_bool, env_int
+from config.settings.base import LOG_LEVEL, env_bool, env_int
 
 SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -24,3 +25,14 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
+
+# Its own secret (wallets/pins.py); the deploy checks `wallets.E001`-`E003` refuses a
+# short one or DJANGO_SECRET_KEY reused.
+PIN_KEY = os.environ["PIN_KEY"]
+# Probes and scrapes reach the processes directly, over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+METRICS_TOKEN_REQUIRED = True
+
+# One JSON object a line for the log pipeline.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
+LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL)

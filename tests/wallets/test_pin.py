@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.hashers import check_password
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from config.errors import InvalidPin, PinLocked, PinNotSet
 from redpackets.models import Packet
@@ -13,6 +13,7 @@ from tests.assertions import assert_error
 from tests.concurrency import run_concurrently
 from tests.factories import PIN, UserFactory, group_with_members, login
 from wallets.models import Account, PaymentPin
+from wallets.pins import PinHash, pin_check
 from wallets.services import pin_verify
 
 WRONG = "999999"
@@ -25,7 +26,9 @@ def change_pin(client, pin=NEW, current_pin=None):
 
 
 def pin_is(user, pin: str) -> bool:
-    return check_password(pin, PaymentPin.objects.get(user=user).pin_hash)
+    record = PaymentPin.objects.get(user=user)
+    right, _ = pin_check(user_id=user.pk, pin=pin, stored=PinHash(key_id=record.pin_key_id, digest=record.pin_hash))
+    return right
 
 
 def wrong_tries(client, count: int) -> list:
@@ -130,10 +133,11 @@ def test_five_wrong_pins_lock_it_and_then_even_the_right_pin_is_refused(user, us
 
     for response in responses:
         assert_error(response, 403, "invalid_pin")
-    assert_error(after_lock, 423, "pin_locked")
+    error = assert_error(after_lock, 423, "pin_locked")
     assert pin_is(user, PIN)
     record = PaymentPin.objects.get(user=user)
     assert before + settings.PIN_LOCK_DURATION <= record.locked_until <= timezone.now() + settings.PIN_LOCK_DURATION
+    assert parse_datetime(error["details"]["locked_until"]) == record.locked_until
 
 
 @pytest.mark.django_db

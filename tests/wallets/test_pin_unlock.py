@@ -9,7 +9,6 @@ from django.test import Client
 from django.urls import reverse
 
 from config.errors import PermissionDenied, ValidationFailed
-from tests.assertions import assert_error
 from tests.factories import PASSWORD, PIN, UserFactory, login
 from wallets.models import PaymentPin, PinUnlock
 from wallets.services import pin_unlock
@@ -47,7 +46,8 @@ def locked_user():
     api = login(user)
     for _ in range(settings.PIN_MAX_FAILURES):
         change_pin(api, current_pin="999999")
-    assert_error(change_pin(api, current_pin=PIN), 423, "pin_locked")
+    locked = change_pin(api, current_pin=PIN)
+    assert (locked.status_code, locked.json()["error"]["code"]) == (423, "pin_locked")
     return user
 
 

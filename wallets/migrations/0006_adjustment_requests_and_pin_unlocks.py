@@ -54,7 +54,7 @@ DROP FUNCTION adjustment_request_decided_once();
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('wallets', '0004_wallet_balance_follows_entries'),
+        ('wallets', '0005_paymentpin_key_id'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -1,0 +1,321 @@
+"""Expiry that keeps up: the real sweep (Celery worker + beat) settling a backlog of expired packets.
+
+    DATABASE_URL=postgres://.../rp_x CELERY_BROKER_URL=redis://.../n .venv/bin/python bench/sweep.py
+        [--packets 20000] [--no-write]
+
+In one run, on a database of its own (`<DATABASE_URL's name>_sweep`, recreated):
+1. sends/s of the send service (2 processes, `packet_send` with the PIN check, no HTTP), the
+   rate the sweep has to beat by 2x;
+2. claims/s of 4 claimer processes (`packet_claim`) on live packets, with no sweep running;
+3. for 1 and then 2 worker processes: `--packets` expired packets of 5 shares, 2 of them
+   claimed, written in SQL (bench/fill.py); then `celery worker --concurrency=N` and
+   `celery beat` (REDPACKET_SWEEP_SECONDS=4: a sweep every second) settle them while the
+   4 claimers keep claiming other packets. Refunds/s is the backlog over the time from the
+   first to the last settlement; the lag is how long after its expiry the oldest unsettled
+   packet waited, sampled twice a second; claims/s is measured over the same window.
+Then every packet must be settled by exactly one packet_refund, and `reconcile` must pass.
+Prints the table and writes it to docs/performance.md (unless --no-write).
+"""
+
+import argparse
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).parent
+PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
+SECTION = "## Expiry sweep: refunds/s against sends/s and claims (bench/sweep.py)"
+CLAIMERS = 4
+SENDERS = 2
+
+
+def database_url() -> str:
+    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/redpackets")
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"{parts.path.rstrip('/')}_sweep", "", ""))
+
+
+os.environ["DATABASE_URL"] = database_url()
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
+os.environ["REDPACKET_SWEEP_SECONDS"] = "4"
+os.environ["API_THROTTLE"] = "off"
+
+
+def recreate_database() -> None:
+    import psycopg
+
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    name = parts.path.lstrip("/")
+    admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+recreate_database()
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, connections  # noqa: E402
+from django.db.models import Count, Max, Min  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from bench.fill import fill_packets  # noqa: E402
+from config.errors import ServiceError  # noqa: E402
+from redpackets.models import Packet, PacketKind  # noqa: E402
+from redpackets.services import group_create, packet_claim, packet_send  # noqa: E402
+from wallets.ledger import system_account  # noqa: E402
+from wallets.models import LedgerTransaction, SystemAccount, TransactionKind  # noqa: E402
+from wallets.services import pin_verify  # noqa: E402
+from tests.factories import PIN, UserFactory  # noqa: E402
+
+
+# --- workers of the run ------------------------------------------------------------------
+
+
+def _claimer(user_id: int, packet_ids: list, start: float, stop_at, counts, index: int) -> None:
+    from django.contrib.auth import get_user_model
+
+    connections.close_all()
+    user = get_user_model().objects.get(pk=user_id)
+    while time.time() < start:
+        time.sleep(0.005)
+    done = []
+    for packet_id in packet_ids:
+        if time.time() >= stop_at.value:
+            break
+        try:
+            packet_claim(packet_id=packet_id, user=user)
+        except ServiceError:
+            pass
+        done.append(time.time())
+    counts[index] = len(done)
+    connections.close_all()
+
+
+def claims_running(users: list[int], packets: list, offset: int, seconds: float | None):
+    """Start CLAIMERS processes claiming `packets[offset:]` in order; returns (stop_at, counts, procs)."""
+    ctx = mp.get_context("fork")
+    stop_at = ctx.Value("d", time.time() + (seconds if seconds else 3600))
+    counts = ctx.Array("i", CLAIMERS)
+    start = time.time() + 0.5
+    connections.close_all()
+    procs = [ctx.Process(target=_claimer, args=(users[i], packets[offset:], start, stop_at, counts, i))
+             for i in range(CLAIMERS)]
+    for p in procs:
+        p.start()
+    return start, stop_at, counts, procs
+
+
+def _sender(user_id: int, group_id, start: float, seconds: float, counts, index: int) -> None:
+    from django.contrib.auth import get_user_model
+
+    connections.close_all()
+    user = get_user_model().objects.get(pk=user_id)
+    while time.time() < start:
+        time.sleep(0.005)
+    sent = 0
+    while time.time() < start + seconds:
+        pin_verify(user=user, pin=PIN)
+        packet_send(sender=user, group_id=group_id, kind=PacketKind.FIXED, share_count=5, share_amount=100)
+        sent += 1
+    counts[index] = sent
+    connections.close_all()
+
+
+def send_rate(senders: list[int], group_id, seconds: float) -> float:
+    ctx = mp.get_context("fork")
+    counts = ctx.Array("i", SENDERS)
+    start = time.time() + 0.5
+    connections.close_all()
+    procs = [ctx.Process(target=_sender, args=(senders[i], group_id, start, seconds, counts, i))
+             for i in range(SENDERS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    return sum(counts) / seconds
+
+
+def celery(*args: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "celery"), "-A", "config", *args], cwd=ROOT, env=os.environ.copy(),
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(5)
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def sweep_phase(workers: int, backlog: int, world: dict, run_dir: Path) -> dict:
+    now = timezone.now()
+    t = time.monotonic()
+    fill_packets(count=backlog, shares=5, claimed=2, group_id=world["group"], senders=world["senders"],
+                 claimers=world["claimers"], escrow_id=world["escrow"], created_at=now - timedelta(days=1),
+                 expires_first=now - timedelta(seconds=2), expires_step_ms=1000 / backlog)
+    fill_seconds = time.monotonic() - t
+    connection.close()
+    start, stop_at, counts, claimers = claims_running(world["claimer_ids"], world["live"], world["offset"], None)
+    time.sleep(1)
+    worker = celery("worker", f"--concurrency={workers}", "--loglevel=warning", "-n", f"sweep{workers}-{os.getpid()}@%h",
+                    log=run_dir / f"worker-{workers}.log")
+    beat = celery("beat", "--loglevel=warning", "-s", str(run_dir / f"beat-{workers}"), log=run_dir / f"beat-{workers}.log")
+    max_lag, deadline = 0.0, time.time() + 600
+    try:
+        while time.time() < deadline:
+            oldest = Packet.objects.filter(settled_at__isnull=True, expires_at__lte=timezone.now()).aggregate(
+                m=Min("expires_at"))["m"]
+            if oldest is None:
+                break
+            max_lag = max(max_lag, (timezone.now() - oldest).total_seconds())
+            time.sleep(0.5)
+    finally:
+        stop_at.value = time.time()
+        for p in claimers:
+            p.join()
+        stop(beat)
+        stop(worker)
+    settled = Packet.objects.filter(settled_at__isnull=False, expires_at__gte=now - timedelta(seconds=3))
+    window = settled.aggregate(first=Min("settled_at"), last=Max("settled_at"))
+    seconds = (window["last"] - window["first"]).total_seconds()
+    # Claims made inside the sweep's window, from the claimers' own timestamps is overkill:
+    # they ran from `start` to the end of the drain; the rate is over that whole time.
+    claim_seconds = stop_at.value - start
+    world["offset"] += max(counts) + 1
+    return {"workers": workers, "backlog": backlog, "fill_seconds": fill_seconds,
+            "settled": settled.count(), "seconds": seconds, "refunds_per_s": backlog / seconds if seconds else 0.0,
+            "max_lag": max_lag, "claims_per_s": sum(counts) / claim_seconds}
+
+
+def exactly_once() -> list[str]:
+    problems = []
+    unsettled = Packet.objects.filter(settled_at__isnull=True, expires_at__lte=timezone.now()).count()
+    if unsettled:
+        problems.append(f"{unsettled} expired packets unsettled")
+    twice = (LedgerTransaction.objects.filter(kind=TransactionKind.PACKET_REFUND).values("packet_id")
+             .annotate(n=Count("id")).filter(n__gt=1).count())
+    if twice:
+        problems.append(f"{twice} packets refunded more than once")
+    result = subprocess.run([sys.executable, "manage.py", "reconcile"], cwd=ROOT, env=os.environ.copy(),
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        problems.append("reconcile: " + result.stdout[-500:] + result.stderr[-500:])
+    return problems
+
+
+def write_doc(text: str) -> None:
+    doc = PERFORMANCE_DOC.read_text()
+    section = SECTION + "\n\n" + text.strip() + "\n"
+    if SECTION in doc:
+        head, _, rest = doc.partition(SECTION)
+        tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
+        doc = head + section + tail
+    else:
+        doc = doc.rstrip() + "\n\n" + section
+    PERFORMANCE_DOC.write_text(doc)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--packets", type=int, default=20000, help="expired packets in each backlog")
+    parser.add_argument("--claim-seconds", type=float, default=8, help="the claims-alone phase")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    run_dir = ROOT / "var" / "sweep" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    call_command("migrate", verbosity=0)
+    senders = [UserFactory(balance=0) for _ in range(50)]
+    claimers = [UserFactory(pin=None) for _ in range(CLAIMERS)]
+    extra = [UserFactory(pin=None) for _ in range(6)]
+    from wallets.services import wallet_topup
+
+    for sender in senders:
+        wallet_topup(user=sender, amount=2 * args.packets * 500 // len(senders) + 10_000_000)
+    group = group_create(owner=senders[0], name="sweep bench",
+                         member_usernames=[u.username for u in senders[1:] + claimers + extra])
+    escrow = system_account(code=SystemAccount.ESCROW, currency="CNY")
+    world = {"group": group.id, "senders": [u.pk for u in senders], "claimers": [u.pk for u in extra],
+             "claimer_ids": [u.pk for u in claimers], "escrow": escrow.id, "offset": 0}
+    # Live packets for the claimers, one share per claimer: every claim is paid.
+    live_count = 20000
+    now = timezone.now()
+    fill_packets(count=live_count, shares=CLAIMERS, claimed=0, group_id=group.id, senders=world["senders"],
+                 claimers=world["claimers"], escrow_id=escrow.id, created_at=now,
+                 expires_first=now + timedelta(hours=2), expires_step_ms=1)
+    world["live"] = list(Packet.objects.filter(expires_at__gt=now + timedelta(hours=1))
+                         .order_by("expires_at").values_list("id", flat=True))
+    connection.close()
+
+    sends = send_rate(world["senders"], group.id, 6)
+    start, stop_at, counts, procs = claims_running(world["claimer_ids"], world["live"], 0, args.claim_seconds)
+    for p in procs:
+        p.join()
+    baseline = sum(counts) / args.claim_seconds
+    world["offset"] = max(counts) + 1
+    phases = [sweep_phase(workers, args.packets, world, run_dir) for workers in (1, 2)]
+    problems = exactly_once()
+
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"Run {stamp} on {os.cpu_count()} cores shared by everything (PostgreSQL {connection.pg_version // 10000}, "
+        f"Redis, the Celery worker and beat, {CLAIMERS} claimer processes, this driver). Backlog: {args.packets} "
+        "packets of 5 shares, 2 claimed, all expired, written in SQL (bench/fill.py); REDPACKET_SWEEP_SECONDS=4.",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| sends/s, {SENDERS} processes calling `pin_verify` + `packet_send` | {sends:.0f} |",
+        f"| claims/s, {CLAIMERS} claimer processes, no sweep | {baseline:.0f} |",
+    ]
+    for ph in phases:
+        lines += [
+            f"| refunds/s, {ph['workers']} worker process{'es' if ph['workers'] > 1 else ''} "
+            f"({ph['backlog']} packets in {ph['seconds']:.1f} s) | **{ph['refunds_per_s']:.0f}** "
+            f"({ph['refunds_per_s'] / sends:.1f}x sends) |",
+            f"| oldest unsettled packet's lag, {ph['workers']} worker(s), worst sample | {ph['max_lag']:.1f} s |",
+            f"| claims/s meanwhile, {ph['workers']} worker(s) | {ph['claims_per_s']:.0f} "
+            f"({ph['claims_per_s'] / baseline:.0%} of no sweep) |",
+        ]
+    lines += [
+        f"| backlog written in SQL | {phases[0]['fill_seconds']:.1f} s for {args.packets} packets |",
+        f"| exactly once: expired packets unsettled / refunded twice / reconcile | "
+        f"{'none; none; OK' if not problems else '; '.join(problems)} |",
+        "",
+        "Targets: refunds/s at least 2x sends/s; claims during the sweep within 20% of claims alone. "
+        "The sends here skip HTTP (bench/load measures those); the lag includes the worker's start-up, since "
+        "the backlog is already expired when the worker starts. What moved it: each sweep takes the oldest due "
+        "packet with `FOR UPDATE SKIP LOCKED` and settles it in a savepoint of that transaction, so two workers "
+        "take different packets instead of queueing on the same row locks (before, both swept the same 500 "
+        "ids and the second waited on each lock to find it settled); a sweep runs until nothing is due "
+        "(at most REDPACKET_SWEEP_SECONDS) instead of 500 packets per beat tick, which capped the sweep at "
+        "500 per REDPACKET_SWEEP_SECONDS/4 (33/s with the default 60 s); beat's sweep on a backlog starts "
+        "one more per worker process (REDPACKET_SWEEP_TASKS); the refund reads its sender with the packet.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_doc(text)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
