@@ -17,6 +17,7 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from wallets.models import Account, LedgerTransaction
+from wallets.money import format_money
 
 
 class ChatGroup(models.Model):
@@ -98,6 +99,8 @@ class Packet(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["group", "-created_at"], name="packet_group_recent"),
+            # The admin's packet list, newest first.
+            models.Index(fields=["-created_at"], name="packet_recent"),
             models.Index(fields=["expires_at"], condition=Q(settled_at__isnull=True), name="packet_unsettled_by_expiry"),
         ]
         constraints = [
@@ -135,7 +138,8 @@ class Packet(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} packet {self.total_amount} / {self.share_count} from {self.sender}"
+        total = format_money(self.total_amount, self.currency)
+        return f"{self.get_kind_display()} packet {total} / {self.share_count} from {self.sender}"
 
 
 class Share(models.Model):

@@ -168,3 +168,80 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
+
+
+class AdjustmentStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for approval"
+    APPROVED = "approved", "Approved and posted"
+    REJECTED = "rejected", "Rejected"
+
+
+class AdjustmentRequest(models.Model):
+    """A balance adjustment by four eyes: one operator asks, a second one approves
+    (and it is posted) or rejects. Kept for good; a decided request never changes
+    (PostgreSQL trigger, see the migration)."""
+
+    id = models.BigAutoField(primary_key=True)
+    wallet = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="adjustment_requests")
+    # Signed minor units: negative takes money out of the wallet.
+    amount = models.BigIntegerField()
+    reason = models.CharField(max_length=255)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=8, choices=AdjustmentStatus.choices, default=AdjustmentStatus.PENDING)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.CharField(max_length=255, blank=True)
+    # The posting an approval made: one per request, whatever double clicks or concurrent approvers.
+    transaction = models.OneToOneField(
+        LedgerTransaction, null=True, blank=True, on_delete=models.PROTECT, related_name="adjustment_request"
+    )
+
+    class Meta:
+        permissions = [("approve_adjustmentrequest", "Can approve or reject balance adjustments")]
+        constraints = [
+            models.CheckConstraint(condition=~Q(amount=0), name="adjustment_request_amount_not_zero"),
+            models.CheckConstraint(condition=~Q(reason=""), name="adjustment_request_has_reason"),
+            models.CheckConstraint(
+                condition=Q(decided_by__isnull=True) | ~Q(decided_by=models.F("requested_by")),
+                name="adjustment_request_decided_by_another_operator",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(status=AdjustmentStatus.PENDING, decided_by__isnull=True, decided_at__isnull=True,
+                      transaction__isnull=True)
+                    | Q(status=AdjustmentStatus.APPROVED, decided_by__isnull=False, decided_at__isnull=False,
+                        transaction__isnull=False)
+                    | (Q(status=AdjustmentStatus.REJECTED, decided_by__isnull=False, decided_at__isnull=False,
+                         transaction__isnull=True) & ~Q(decision_note=""))
+                ),
+                name="adjustment_request_decision_fields_match_status",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Adjustment request #{self.pk}"
+
+
+class PinUnlock(models.Model):
+    """Audit record: support lifted a user's PIN lock, and why. Append-only."""
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    unlocked_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reason = models.CharField(max_length=255)
+    # The lock that was lifted: it would have lasted until then.
+    lifted_lock_until = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "PIN unlock"
+        constraints = [
+            models.CheckConstraint(condition=~Q(reason=""), name="pin_unlock_has_reason"),
+            models.CheckConstraint(condition=~Q(unlocked_by=models.F("user")), name="pin_unlock_not_by_its_owner"),
+        ]
+
+    def __str__(self) -> str:
+        return f"PIN unlock #{self.pk} of {self.user}"

@@ -8,9 +8,20 @@ from django.db.models import Q
 from django.utils import timezone
 from knox.models import AuthToken
 
-from config.errors import InvalidPin, PermissionDenied, PinLocked, PinNotSet, ValidationFailed
+from config.errors import InsufficientFunds, InvalidPin, PermissionDenied, PinLocked, PinNotSet, ValidationFailed
 from wallets.ledger import ledger_post, system_account
-from wallets.models import Account, AccountKind, LedgerTransaction, PaymentPin, SystemAccount, TransactionKind
+from wallets.models import (
+    Account,
+    AccountKind,
+    AdjustmentRequest,
+    AdjustmentStatus,
+    LedgerTransaction,
+    PaymentPin,
+    PinUnlock,
+    SystemAccount,
+    TransactionKind,
+)
+from wallets.money import format_money
 from wallets.pins import PinHash, pin_check, pin_hash
 
 User = get_user_model()
@@ -81,6 +92,81 @@ def wallet_adjust(*, wallet: Account, amount: int, reason: str, operator: Abstra
         created_by_id=operator.pk,
         memo=reason.strip()[:255],
     )
+
+
+def adjustment_request(*, wallet: Account, amount: int, reason: str, operator: AbstractBaseUser) -> AdjustmentRequest:
+    """One operator asks for a balance adjustment; nothing moves until another approves it."""
+    if not operator.has_perm("wallets.add_adjustmentrequest"):
+        raise PermissionDenied("You may not request balance adjustments.")
+    if wallet.kind != AccountKind.WALLET:
+        raise ValidationFailed("Only a user's wallet is adjusted.")
+    if not reason.strip():
+        raise ValidationFailed.on("reason", "An adjustment needs a written reason.")
+    if amount == 0:
+        raise ValidationFailed.on("amount", "An adjustment moves a non-zero amount.")
+    if wallet.balance + amount < 0:
+        # Checked again when it is posted: the balance may change in between.
+        raise InsufficientFunds(f"{wallet} holds {format_money(wallet.balance, wallet.currency)}: an adjustment of "
+                                f"{format_money(amount, wallet.currency, signed=True)} would take it below zero.")
+    return AdjustmentRequest.objects.create(wallet=wallet, amount=amount, reason=reason.strip()[:255],
+                                            requested_by=operator)
+
+
+def _adjustment_for_decision(*, adjustment_id: int, operator: AbstractBaseUser) -> AdjustmentRequest:
+    """The pending request, row-locked until the caller's transaction ends: of two approvers
+    (or a double click) the second waits here, then finds it decided."""
+    adjustment = AdjustmentRequest.objects.select_for_update().select_related("wallet").get(pk=adjustment_id)
+    if adjustment.status != AdjustmentStatus.PENDING:
+        raise ValidationFailed(f"{adjustment} was decided already: {adjustment.get_status_display().lower()}.")
+    if adjustment.requested_by_id == operator.pk:
+        raise PermissionDenied("Nobody decides their own adjustment request: another operator must.")
+    if not operator.has_perm("wallets.approve_adjustmentrequest"):
+        raise PermissionDenied("You may not approve or reject balance adjustments.")
+    return adjustment
+
+
+@transaction.atomic
+def adjustment_approve(*, adjustment_id: int, approver: AbstractBaseUser) -> AdjustmentRequest:
+    """The second pair of eyes: posts the requested adjustment, exactly once."""
+    adjustment = _adjustment_for_decision(adjustment_id=adjustment_id, operator=approver)
+    posted = wallet_adjust(wallet=adjustment.wallet, amount=adjustment.amount, reason=adjustment.reason, operator=approver)
+    adjustment.status, adjustment.transaction = AdjustmentStatus.APPROVED, posted
+    adjustment.decided_by, adjustment.decided_at = approver, timezone.now()
+    adjustment.save(update_fields=["status", "transaction", "decided_by", "decided_at"])
+    return adjustment
+
+
+@transaction.atomic
+def adjustment_reject(*, adjustment_id: int, approver: AbstractBaseUser, note: str) -> AdjustmentRequest:
+    if not note.strip():
+        raise ValidationFailed.on("note", "A rejection says why.")
+    adjustment = _adjustment_for_decision(adjustment_id=adjustment_id, operator=approver)
+    adjustment.status, adjustment.decision_note = AdjustmentStatus.REJECTED, note.strip()[:255]
+    adjustment.decided_by, adjustment.decided_at = approver, timezone.now()
+    adjustment.save(update_fields=["status", "decision_note", "decided_by", "decided_at"])
+    return adjustment
+
+
+def pin_unlock(*, user: AbstractBaseUser, operator: AbstractBaseUser, reason: str) -> PinUnlock:
+    """Support lifts a locked PIN (the user proved who they are some other way); audited.
+    Touches the lock fields only."""
+    if not operator.has_perm("wallets.add_pinunlock"):
+        raise PermissionDenied("You may not unlock PINs.")
+    if operator.pk == user.pk:
+        raise PermissionDenied("Nobody unlocks their own PIN.")
+    if not reason.strip():
+        raise ValidationFailed.on("reason", "An unlock needs a written reason.")
+    with transaction.atomic():
+        record = PaymentPin.objects.select_for_update().filter(user=user).first()
+        if record is None:
+            raise PinNotSet("This user has no payment PIN.")
+        if record.locked_until is None or record.locked_until <= timezone.now():
+            raise ValidationFailed("This PIN is not locked.")
+        lifted = record.locked_until
+        record.failed_attempts, record.first_failed_at, record.locked_until = 0, None, None
+        record.save(update_fields=["failed_attempts", "first_failed_at", "locked_until", "updated_at"])
+        return PinUnlock.objects.create(user=user, unlocked_by=operator, reason=reason.strip()[:255],
+                                        lifted_lock_until=lifted)
 
 
 def pin_set(*, user: AbstractBaseUser, pin: str, current_pin: str | None = None) -> None:

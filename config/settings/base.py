@@ -35,7 +35,7 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "*").split(",") if h.strip()]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.apps.OperatorsAdminConfig",  # django.contrib.admin with the operators' site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -45,6 +45,9 @@ INSTALLED_APPS = [
     "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
     "wallets",
     "redpackets",
     "observability",
@@ -61,8 +64,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -170,6 +175,29 @@ else:
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+# The admin: TOTP two-factor login for staff where required (production settings
+# turn it on), and throttled admin logins (django-axes). Axes watches the admin's
+# login only: the API's /auth/token has its own rate limit and error envelope.
+ADMIN_REQUIRE_OTP = env_bool("ADMIN_REQUIRE_OTP", False)
+OTP_TOTP_ISSUER = "Red packets"
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_ONLY_ADMIN_SITE = True
+AXES_HANDLER = "config.admin.AdminLoginAttemptsHandler"
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15))
+# Locked per username and per client address, whichever reaches the limit first.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/login_locked_out.html"
+AXES_VERBOSE = False  # no banner at every start; lockouts are still logged
+
+# The admin dashboard's figures, section by section (config/dashboard.py).
+ADMIN_DASHBOARD_FIGURES = [
+    "redpackets.admin.dashboard_figures",
+    "config.dashboard.events_backlog_figures",
+    "wallets.admin.dashboard_figures",
 ]
 
 # Logging in again on a new device revokes the oldest token beyond this many.

@@ -10,6 +10,9 @@ SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h.strip()]
 
+# Staff log in to the admin with a password and a TOTP code.
+ADMIN_REQUIRE_OTP = env_bool("ADMIN_REQUIRE_OTP", True)
+
 # Real money only comes from a payment provider.
 SANDBOX_TOPUPS = env_bool("SANDBOX_TOPUPS", False)
 DEMO_LOGINS = env_bool("DEMO_LOGINS", False)

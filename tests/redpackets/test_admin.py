@@ -1,5 +1,6 @@
 """The operators' admin for groups and packets, and its "expire now" action."""
 
+import re
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from redpackets.selectors import packet_detail
 from redpackets.services import packet_claim, packet_refund_expired, packet_send
 from tests.factories import PASSWORD, UserFactory, group_with_members
 from wallets.models import Account, AccountKind, LedgerTransaction, TransactionKind
+from wallets.money import format_money
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
@@ -121,8 +123,10 @@ def test_the_packet_page_shows_its_shares(admin_client, sender, crowd, group):
     assert sum(share.amount for share in shown) == 4_321
     content = response.content.decode()
     assert crowd[0].username in content
-    assert str(claim.amount) in content
-    assert "4321" in content
+    shown_amounts = re.findall(r'<td class="field-amount_display">\s*<p>([^<]*)</p>', content)
+    assert shown_amounts == [format_money(share.amount, "CNY") for share in shown]
+    assert format_money(claim.amount, "CNY") in shown_amounts
+    assert "43.21 CNY" in content
 
 
 def test_expire_now_refunds_an_active_packet_once_through_the_service(admin_client, sender, crowd, group):
@@ -132,8 +136,20 @@ def test_expire_now_refunds_an_active_packet_once_through_the_service(admin_clie
     assert balance_of(sender) == 97_000
     expire = {"action": "expire_now", "_selected_action": [str(packet.id)]}
 
-    # When a superuser runs "expire now" on it
-    response = admin_client.post(reverse(CHANGELIST), expire, follow=True)
+    # When a superuser runs "expire now" on it, it first asks, and moves nothing
+    confirmation = admin_client.post(reverse(CHANGELIST), expire)
+
+    assert confirmation.status_code == 200
+    assert confirmation.templates[0].name == "admin/redpackets/expire_now_confirmation.html"
+    assert "20.00 CNY" in confirmation.content.decode()  # the two free shares it would refund
+    assert 'name="post" value="yes"' in confirmation.content.decode()
+    packet.refresh_from_db()
+    assert packet.settled_at is None
+    assert balance_of(sender) == 97_000
+    assert refunds_of(packet).count() == 0
+
+    # When they confirm
+    response = admin_client.post(reverse(CHANGELIST), {**expire, "post": "yes"}, follow=True)
 
     # Then the two free shares are back with the sender, in one refund
     assert response.status_code == 200
@@ -148,9 +164,9 @@ def test_expire_now_refunds_an_active_packet_once_through_the_service(admin_clie
     assert listed(admin_client, status=PacketStatus.EXPIRED) == {packet.id}
     call_command("reconcile")
 
-    # When it is run again, nothing more happens
+    # When it is run again (a second tab's confirmation), nothing more happens
     settled_at = packet.settled_at
-    response = admin_client.post(reverse(CHANGELIST), expire, follow=True)
+    response = admin_client.post(reverse(CHANGELIST), {**expire, "post": "yes"}, follow=True)
 
     assert [str(m) for m in response.context["messages"]] == ["Expired 0 packet(s); 1 were settled already."]
     packet.refresh_from_db()
@@ -165,7 +181,7 @@ def test_a_staff_member_who_is_not_a_superuser_cannot_expire_packets(staff_clien
 
     page = staff_client.get(reverse(CHANGELIST))
     response = staff_client.post(
-        reverse(CHANGELIST), {"action": "expire_now", "_selected_action": [str(packet.id)]}, follow=True
+        reverse(CHANGELIST), {"action": "expire_now", "_selected_action": [str(packet.id)], "post": "yes"}, follow=True
     )
 
     assert page.status_code == 200

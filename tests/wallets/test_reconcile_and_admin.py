@@ -9,9 +9,10 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import F
 from django.test import Client
+from django.urls import NoReverseMatch, reverse
 
 from tests.factories import PASSWORD, UserFactory
-from wallets.models import Account, LedgerEntry, LedgerTransaction, SystemAccount, TransactionKind
+from wallets.models import Account, AdjustmentRequest, LedgerEntry, LedgerTransaction, SystemAccount, TransactionKind
 from wallets.selectors import ledger_reconcile
 
 pytestmark = pytest.mark.django_db
@@ -148,122 +149,43 @@ def test_wallet_change_page_shows_its_entries(admin_client):
     assert response.status_code == 200
     assert str(topup.id).encode() in response.content
     assert str(others.id).encode() not in response.content
-    assert b"Adjust balance" in response.content
+    assert b"Request adjustment" in response.content
 
 
-def test_adjustment_posts_a_balanced_transaction_with_its_reason(admin_client, superuser):
-    alice = UserFactory(balance=500)
-    wallet = Account.objects.get(user=alice)
-
-    response = admin_client.post(
-        f"/admin/wallets/wallet/{wallet.pk}/adjust/", {"amount": "-120", "reason": "Duplicate topup #42"}
-    )
-
-    assert response.status_code == 302
-    assert response["Location"] == f"/admin/wallets/wallet/{wallet.pk}/change/"
-    wallet.refresh_from_db()
-    assert wallet.balance == 380
-    adjustment = LedgerTransaction.objects.get(kind=TransactionKind.ADJUSTMENT)
-    assert adjustment.memo == "Duplicate topup #42"
-    assert adjustment.created_by == superuser
-    legs = dict(adjustment.entries.values_list("account__code", "amount"))
-    assert legs == {"": -120, SystemAccount.ADJUSTMENTS: 120}
-    assert LedgerEntry.objects.get(transaction=adjustment, account=wallet).balance_after == 380
-    assert ledger_reconcile().ok
-
-
-def test_adjust_page_renders_its_form(admin_client):
-    wallet = Account.objects.get(user=UserFactory(balance=500))
-
-    response = admin_client.get(f"/admin/wallets/wallet/{wallet.pk}/adjust/")
-
-    assert response.status_code == 200
-    assert b'name="amount"' in response.content
-    assert b'name="reason"' in response.content
-
-
-@pytest.mark.parametrize("reason", [pytest.param("", id="empty"), pytest.param("   ", id="blank")])
-def test_adjustment_without_a_reason_is_refused(admin_client, reason):
-    wallet = Account.objects.get(user=UserFactory(balance=500))
-
-    response = admin_client.post(f"/admin/wallets/wallet/{wallet.pk}/adjust/", {"amount": "100", "reason": reason})
-
-    assert response.status_code == 200
-    assert response.context["form"].errors["reason"]
-    wallet.refresh_from_db()
-    assert wallet.balance == 500
-    assert not LedgerTransaction.objects.filter(kind=TransactionKind.ADJUSTMENT).exists()
-
-
-def test_adjustment_of_zero_is_refused(admin_client):
-    wallet = Account.objects.get(user=UserFactory(balance=500))
-
-    response = admin_client.post(f"/admin/wallets/wallet/{wallet.pk}/adjust/", {"amount": "0", "reason": "nothing"})
-
-    assert response.status_code == 200
-    assert response.context["form"].errors
-    assert not LedgerTransaction.objects.filter(kind=TransactionKind.ADJUSTMENT).exists()
-
-
-def test_adjustment_below_zero_is_refused(admin_client):
-    wallet = Account.objects.get(user=UserFactory(balance=500))
-
-    response = admin_client.post(f"/admin/wallets/wallet/{wallet.pk}/adjust/", {"amount": "-501", "reason": "too much"})
-
-    assert response.status_code == 200
-    assert response.context["form"].non_field_errors()
-    wallet.refresh_from_db()
-    assert wallet.balance == 500
-    assert not LedgerTransaction.objects.filter(kind=TransactionKind.ADJUSTMENT).exists()
-
-
-def test_adjusting_a_system_account_through_the_wallet_url_is_not_found(admin_client):
+def test_a_system_account_has_no_adjustment_page_under_wallets(admin_client):
     UserFactory(balance=500)
     funding = Account.objects.get(code=SystemAccount.FUNDING)
 
-    response = admin_client.post(f"/admin/wallets/wallet/{funding.pk}/adjust/", {"amount": "5", "reason": "x"})
+    response = admin_client.post(f"/admin/wallets/wallet/{funding.pk}/request-adjustment/",
+                                 {"amount": "5", "reason": "x", "confirm": "yes"})
 
     assert response.status_code == 404
-    assert not LedgerTransaction.objects.filter(kind=TransactionKind.ADJUSTMENT).exists()
+    assert not AdjustmentRequest.objects.exists()
 
 
-@pytest.mark.parametrize("method", ["get", "post"])
-def test_staff_who_is_not_a_superuser_cannot_adjust(staff_client, method):
-    wallet = Account.objects.get(user=UserFactory(balance=500))
-
-    response = getattr(staff_client, method)(
-        f"/admin/wallets/wallet/{wallet.pk}/adjust/", {"amount": "1000", "reason": "for me"}
-    )
-
-    assert response.status_code == 403
-    wallet.refresh_from_db()
-    assert wallet.balance == 500
-    assert not LedgerTransaction.objects.filter(kind=TransactionKind.ADJUSTMENT).exists()
-
-
-def test_staff_who_is_not_a_superuser_sees_wallets_without_the_adjust_action(staff_client):
+def test_staff_who_may_only_view_wallets_see_no_adjustment_link_and_cannot_request(staff_client):
     wallet = Account.objects.get(user=UserFactory(username="alice", balance=500))
 
-    changelist = staff_client.get("/admin/wallets/wallet/")
     change = staff_client.get(f"/admin/wallets/wallet/{wallet.pk}/change/")
+    attempt = staff_client.post(f"/admin/wallets/wallet/{wallet.pk}/request-adjustment/",
+                                {"amount": "10", "reason": "for me", "confirm": "yes"})
 
-    assert changelist.status_code == 200
-    assert b"alice" in changelist.content
-    assert b"adjust_balance" not in changelist.content
     assert change.status_code == 200
-    assert b"Adjust balance" not in change.content
+    assert b"Request adjustment" not in change.content
+    assert attempt.status_code == 403
+    assert not AdjustmentRequest.objects.exists()
 
 
-def test_the_adjust_action_redirects_to_the_adjust_page_for_one_wallet(admin_client):
+def test_the_direct_adjust_page_is_gone(admin_client):
     wallet = Account.objects.get(user=UserFactory(balance=500))
-    assert b"adjust_balance" in admin_client.get("/admin/wallets/wallet/").content
 
-    response = admin_client.post(
-        "/admin/wallets/wallet/", {"action": "adjust_balance", "_selected_action": [str(wallet.pk)]}
-    )
+    response = admin_client.post(f"/admin/wallets/wallet/{wallet.pk}/adjust/", {"amount": "100", "reason": "x"},
+                                 follow=True)
 
-    assert response.status_code == 302
-    assert response["Location"] == f"/admin/wallets/wallet/{wallet.pk}/adjust/"
+    with pytest.raises(NoReverseMatch):
+        reverse("admin:wallets_wallet_adjust", args=[wallet.pk])
+    assert response.status_code == 200  # the admin's "no such object" redirect
+    assert not LedgerTransaction.objects.filter(kind=TransactionKind.ADJUSTMENT).exists()
 
 
 def test_wallets_cannot_be_added_edited_or_deleted_in_the_admin(admin_client):

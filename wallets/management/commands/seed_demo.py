@@ -4,10 +4,10 @@ and a passphrase packet with a hint in it."""
 import os
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
-
 from django.utils import timezone
 
 from redpackets.models import ChatGroup, Packet, PacketKind
@@ -19,6 +19,10 @@ DEMO_PASSWORD = "redpacket-demo"
 DEMO_PIN = "123456"
 DEMO_USERS = {"alice": 100_000, "bob": 50_000, "carol": 20_000, "dave": 10_000}
 ADMIN = ("admin", "admin-demo-pass")
+# A second operator, so that an adjustment the admin requests can be approved (four eyes).
+APPROVER = ("approver", "approver-demo-pass")
+APPROVER_PERMISSIONS = ["view_wallet", "view_account", "view_ledgertransaction", "view_adjustmentrequest",
+                        "approve_adjustmentrequest"]
 DEMO_PASSPHRASE = "dumplings"
 DEMO_HINT = "What do we eat at midnight on New Year's Eve? (one word)"
 
@@ -37,6 +41,10 @@ class Command(BaseCommand):
         with transaction.atomic():
             if not User.objects.filter(username=ADMIN[0]).exists():
                 User.objects.create_superuser(username=ADMIN[0], password=ADMIN[1], email="admin@example.com")
+            if not User.objects.filter(username=APPROVER[0]).exists():
+                approver = User.objects.create_user(username=APPROVER[0], password=APPROVER[1], is_staff=True)
+                approver.user_permissions.add(*Permission.objects.filter(
+                    content_type__app_label="wallets", codename__in=APPROVER_PERMISSIONS))
         for username, balance in DEMO_USERS.items():
             user = User.objects.filter(username=username).first()
             if user is None:
@@ -59,6 +67,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Demo data ready:"))
         self.stdout.write(f"  chat client:  {site}/  (the demo users below are one tap away there)")
         self.stdout.write(f"  admin login:  {ADMIN[0]} / {ADMIN[1]}  ({site}/admin/)")
+        self.stdout.write(f"  approver:     {APPROVER[0]} / {APPROVER[1]}  (approves the admin's adjustment requests)")
         for username in DEMO_USERS:
             self.stdout.write(f"  user:         {username} / {DEMO_PASSWORD}  PIN {DEMO_PIN}")
         self.stdout.write(f"  group:        Family ({group.id}), members {', '.join(DEMO_USERS)}")

@@ -1,0 +1,174 @@
+"""The admin's login: TOTP two-factor under production settings, and throttled failures.
+
+Through Django's test client; `ADMIN_REQUIRE_OTP` is what production settings
+turn on (the last test checks that they do, in a fresh process).
+"""
+
+import io
+
+import pytest
+from axes.models import AccessAttempt
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client, override_settings
+from django_otp.oath import totp
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from tests.factories import PASSWORD, UserFactory
+from tests.test_schema_and_deploy import manage, production_env
+
+pytestmark = pytest.mark.django_db
+User = get_user_model()
+LOGIN = "/admin/login/?next=/admin/"
+require_otp = override_settings(ADMIN_REQUIRE_OTP=True)
+
+
+@pytest.fixture
+def root():
+    return User.objects.create_superuser("root", password=PASSWORD)
+
+
+@pytest.fixture
+def device(root) -> TOTPDevice:
+    return TOTPDevice.objects.create(user=root, name="phone", confirmed=True)
+
+
+def code_of(device: TOTPDevice) -> str:
+    return f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits, drift=device.drift):06d}"
+
+
+def log_in(client: Client, **fields):
+    return client.post(LOGIN, {"username": "root", "password": PASSWORD, **fields})
+
+
+def in_admin(client: Client) -> bool:
+    return client.get("/admin/").status_code == 200
+
+
+# --- two-factor ------------------------------------------------------------------------
+
+
+@require_otp
+def test_with_two_factor_required_a_password_alone_does_not_open_the_admin(root, device):
+    client = Client()
+
+    page = client.get(LOGIN)
+    refused = log_in(client)
+    wrong = log_in(client, otp_token="000000" if code_of(device) != "000000" else "111111")
+
+    assert b'name="otp_token"' in page.content
+    assert refused.status_code == 200 and refused.context["form"].errors
+    assert wrong.status_code == 200 and wrong.context["form"].errors
+    assert not in_admin(client)
+
+
+@require_otp
+def test_with_two_factor_required_password_and_the_current_code_open_the_admin(root, device):
+    client = Client()
+
+    response = log_in(client, otp_token=code_of(device))
+
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+    assert in_admin(client)
+
+
+@require_otp
+def test_with_two_factor_required_a_session_without_a_verified_device_is_not_staff(root, device):
+    client = Client()
+    client.force_login(root)  # a password login from elsewhere (the API's session, an old cookie)
+
+    response = client.get("/admin/")
+
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+
+
+@require_otp
+def test_with_two_factor_required_staff_without_a_device_cannot_log_in(root):
+    client = Client()
+
+    response = log_in(client, otp_token="123456")
+
+    assert response.status_code == 200 and response.context["form"].errors
+    assert not in_admin(client)
+
+
+def test_under_base_settings_a_password_login_opens_the_admin(root):
+    assert settings.ADMIN_REQUIRE_OTP is False
+    client = Client()
+
+    response = log_in(client)
+
+    assert response.status_code == 302 and in_admin(client)
+
+
+def test_add_totp_device_gives_a_staff_user_a_device_that_logs_in(root):
+    out = io.StringIO()
+
+    call_command("add_totp_device", "root", "--name", "phone", stdout=out)
+
+    device = TOTPDevice.objects.get(user=root)
+    assert device.confirmed and device.name == "phone"
+    assert device.config_url in out.getvalue()
+    with require_otp:
+        client = Client()
+        assert log_in(client, otp_token=code_of(device)).status_code == 302
+        assert in_admin(client)
+
+
+def test_production_settings_require_two_factor_on_an_otp_admin_site(tmp_path):
+    result = manage(
+        "shell", "--no-imports", "-c",
+        "from django.conf import settings; from django.contrib import admin; "
+        "from django_otp.admin import OTPAdminSite; "
+        "print(settings.ADMIN_REQUIRE_OTP, isinstance(admin.site, OTPAdminSite), admin.site.name)",
+        env=production_env(), tmp_path=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "admin"]
+
+
+# --- throttling -------------------------------------------------------------------------
+
+
+def test_admin_logins_lock_after_repeated_failures_even_with_the_right_password_then(root):
+    client = Client()
+
+    failures = [log_in(client, password="wrong-password") for _ in range(settings.AXES_FAILURE_LIMIT)]
+    locked = log_in(client)
+
+    assert [r.status_code for r in failures] == [200] * (settings.AXES_FAILURE_LIMIT - 1) + [429]
+    assert locked.status_code == 429
+    assert b"Too many failed logins" in locked.content
+    assert not in_admin(client)
+    assert AccessAttempt.objects.get(username="root").failures_since_start >= settings.AXES_FAILURE_LIMIT
+
+
+def test_a_successful_admin_login_clears_earlier_failures(root):
+    client = Client()
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        log_in(client, password="wrong-password")
+
+    assert log_in(client).status_code == 302
+    assert not AccessAttempt.objects.filter(username="root").exists()
+
+
+def test_the_apis_token_login_is_not_throttled_or_recorded_by_the_admins_lockout(api):
+    alice = UserFactory(username="alice")
+    wrong = [api.post("/api/v1/auth/token", {"username": "alice", "password": "nope-nope"}, format="json")
+             for _ in range(settings.AXES_FAILURE_LIMIT + 2)]
+
+    right = api.post("/api/v1/auth/token", {"username": "alice", "password": PASSWORD}, format="json")
+
+    assert {r.status_code for r in wrong} == {401}
+    assert wrong[-1].json()["error"]["code"] == "not_authenticated"
+    assert right.status_code == 200 and right.json()["token"]
+    assert not AccessAttempt.objects.exists()
+    # Nor does an admin lockout of the same username stop the user's API login
+    alice.is_staff = True
+    alice.save(update_fields=["is_staff"])
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        Client().post(LOGIN, {"username": "alice", "password": "wrong-password"})
+    assert AccessAttempt.objects.filter(username="alice").exists()
+    assert api.post("/api/v1/auth/token", {"username": "alice", "password": PASSWORD}, format="json").status_code == 200
