@@ -302,6 +302,17 @@ PIN_KEY_ID = os.environ.get("PIN_KEY_ID", "1")
 PIN_RETIRED_KEYS = dict(
     pair.strip().split(":", 1) for pair in os.environ.get("PIN_RETIRED_KEYS", "").split(",") if pair.strip()
 )
+PIN_KEY_DERIVED_ID = "from-secret"
+
+
+def pin_key_derived_from(secret_key: str) -> str:
+    """A PIN key of its own drawn from DJANGO_SECRET_KEY, for a deployment that sets no PIN_KEY."""
+    import hashlib
+    import hmac
+
+    return hmac.new(secret_key.encode(), b"redpackets payment PIN key", hashlib.sha256).hexdigest()
+
+
 PIN_MAX_FAILURES = 5
 PIN_FAILURE_WINDOW = timedelta(minutes=15)
 PIN_LOCK_DURATION = timedelta(minutes=15)

@@ -4,7 +4,7 @@ import os
 
 from config.logging import logging_config
 from config.settings.base import *  # noqa: F403
-from config.settings.base import LOG_LEVEL, env_bool, env_int
+from config.settings.base import LOG_LEVEL, PIN_KEY_DERIVED_ID, PIN_RETIRED_KEYS, env_bool, env_int, pin_key_derived_from
 
 SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -27,9 +27,16 @@ SECURE_HSTS_PRELOAD = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 
-# Its own secret (wallets/pins.py); the deploy checks `wallets.E001`-`E003` refuses a
-# short one or DJANGO_SECRET_KEY reused.
-PIN_KEY = os.environ["PIN_KEY"]
+# Its own secret (wallets/pins.py); the deploy checks `wallets.E001`-`E003` refuse a
+# short one or DJANGO_SECRET_KEY reused. A deployment configured with only the
+# contract's variables still starts: its PINs are keyed by a key derived from
+# DJANGO_SECRET_KEY under the id PIN_KEY_DERIVED_ID, `check --deploy` warns
+# (wallets.W001), and setting PIN_KEY later rotates every PIN to it on its next use.
+if os.environ.get("PIN_KEY"):
+    PIN_KEY = os.environ["PIN_KEY"]
+    PIN_RETIRED_KEYS = {PIN_KEY_DERIVED_ID: pin_key_derived_from(SECRET_KEY), **PIN_RETIRED_KEYS}
+else:
+    PIN_KEY, PIN_KEY_ID = pin_key_derived_from(SECRET_KEY), PIN_KEY_DERIVED_ID
 # Probes and scrapes reach the processes directly, over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 METRICS_TOKEN_REQUIRED = True
