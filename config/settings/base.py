@@ -107,9 +107,6 @@ DATABASES = {
 # Switch off behind a transaction-pooling PgBouncer, which cannot keep them.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_PREPARED_STATEMENTS", True):
     DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Health checks without a round trip on a connection used within the last second.
-    DATABASES["default"]["ENGINE"] = "config.postgresql"
 # Nothing waits on PostgreSQL forever (web and worker alike; a process may set its own):
 # a statement, a lock wait and a transaction left open by a stuck or dead client are
 # ended by the server, and TCP keepalives notice a peer that vanished. A lock or
@@ -127,6 +124,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     ).strip()
     _options.setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5))
     _options.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
+# Last: the checks above look for Django's own engine name.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Health checks without a round trip on a connection used within the last second.
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
