@@ -2,8 +2,7 @@
 
 - A body over API_MAX_BODY_BYTES (by its Content-Length) is answered 413
   `payload_too_large` before a byte of it is read.
-- JSON nested deeper than API_MAX_JSON_DEPTH, or holding a number beyond int64 or
-  too large for a float (1e999), is 400 `validation_error`; so is
+- JSON nested deeper than API_MAX_JSON_DEPTH is 400 `validation_error`; so is
   JSON the parser cannot even take apart (a stack overflow's worth of brackets,
   an unknown charset).
 - A client that stops sending its body for API_BODY_READ_TIMEOUT_SECONDS is cut
@@ -11,11 +10,10 @@
   buffering proxy (nginx's client_header_timeout / client_body_timeout) sits in front.
 """
 
-import math
 
 from django.conf import settings
 from django.http import JsonResponse
-from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from config.errors import PayloadTooLarge, envelope
@@ -42,32 +40,15 @@ class BodyLimitMiddleware:
         return self.get_response(request)
 
 
-_INT64 = range(-(2**63), 2**63)
-
-
-def _refusal(value, limit: int) -> tuple[str, str | None] | None:
-    """Why a parsed body is refused, and the top-level field it concerns; None when it is fine.
-
-    Too deep, or a number no field of ours can hold: beyond int64, or too large
-    for a float (1e999 parses as infinity).
-    """
-    pending = [(value, 1, None)]
+def _nesting_exceeds(value, limit: int) -> bool:
+    pending = [(value, 1)]
     while pending:
-        item, depth, field = pending.pop()
-        if isinstance(item, bool):
-            continue
-        if isinstance(item, int) and item not in _INT64:
-            return "A number beyond the 64-bit integer range.", field
-        if isinstance(item, float) and not math.isfinite(item):
-            return "A number too large to represent.", field
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return f"JSON parse error - nested deeper than {limit} levels.", None
-            children = item.items() if isinstance(item, dict) else ((None, child) for child in item)
-            pending.extend(
-                (child, depth + 1, key if depth == 1 and isinstance(value, dict) else field) for key, child in children
-            )
-    return None
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 class SafeJSONParser(JSONParser):
@@ -80,10 +61,8 @@ class SafeJSONParser(JSONParser):
             raise ParseError(f"JSON parse error - nested deeper than {settings.API_MAX_JSON_DEPTH} levels.") from None
         except LookupError as exc:  # codecs: an unknown charset in Content-Type
             raise ParseError(f"JSON parse error - {exc}.") from None
-        refusal = _refusal(data, settings.API_MAX_JSON_DEPTH)
-        if refusal is not None:
-            message, field = refusal
-            raise ValidationError({field: [message]}) if field else ParseError(message)
+        if isinstance(data, dict | list) and _nesting_exceeds(data, settings.API_MAX_JSON_DEPTH):
+            raise ParseError(f"JSON parse error - nested deeper than {settings.API_MAX_JSON_DEPTH} levels.")
         return data
 
 

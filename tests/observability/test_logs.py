@@ -67,7 +67,7 @@ def json_lines(text: str, *, banner: bool = False) -> list[dict]:
 def test_a_whole_run_logs_json_with_request_ids_and_no_secret(stack):
     # Given the web server and a worker logging JSON, the load balancer trusted for request ids
     stack.web(workers=2, LOG_FORMAT="json", REQUEST_ID_TRUSTED_PROXIES="127.0.0.1")
-    worker = stack.worker(LOG_FORMAT="json")
+    worker = stack.worker(LOG_FORMAT="json", CELERY_TASK_LOG_LEVEL="INFO")  # its per-task lines
     suffix = uuid.uuid4().hex[:8]
     password, pin, wrong_pin = f"Pw-{suffix}-horse-battery", "975318", "864208"
     secrets = {password, pin, wrong_pin}
