@@ -21,7 +21,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
 SECTION = "## Big rooms: 5,000 shares against 100 (bench/big_rooms.py)"
 CLAIMERS = 4
 BIG = 5000
@@ -47,6 +46,7 @@ from django.contrib.auth.hashers import make_password  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 
+from bench.doc_sections import write_section  # noqa: E402
 from redpackets.models import ChatGroup, GroupMembership, PacketKind  # noqa: E402
 from redpackets.services import packet_claim, packet_send  # noqa: E402
 from tests.factories import PIN, UserFactory  # noqa: E402
@@ -133,14 +133,7 @@ def main() -> int:
     ])
     print(text)
     if not args.no_write:
-        doc = PERFORMANCE_DOC.read_text()
-        section = SECTION + "\n\n" + text + "\n"
-        if SECTION in doc:
-            head, _, rest = doc.partition(SECTION)
-            doc = head + section + (rest[rest.find("\n## "):] if "\n## " in rest else "")
-        else:
-            doc = doc.rstrip() + "\n\n" + section
-        PERFORMANCE_DOC.write_text(doc)
+        write_section(SECTION, text)
     return 0
 
 

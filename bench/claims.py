@@ -54,6 +54,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections, transaction  # noqa: E402
 from django.utils import timezone as dj_timezone  # noqa: E402
 
+from bench.doc_sections import PERFORMANCE_DOC, write_section  # noqa: E402
 from config.errors import PacketExhausted  # noqa: E402
 from redpackets import allocation, event_payloads, services  # noqa: E402
 from redpackets.models import ChatGroup, GroupMembership, Packet, Share  # noqa: E402
@@ -63,7 +64,7 @@ from wallets.models import Account, AccountKind, TransactionKind  # noqa: E402
 from wallets.services import wallet_topup  # noqa: E402
 
 User = get_user_model()
-PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
+CLAIMS_SECTION = "## Claims on one hot packet (bench/claims.py)"
 
 
 # --- the three ways to claim ---------------------------------------------------------
@@ -323,8 +324,7 @@ def render_send(figures):
 
 def write_doc(table, claims, levels):
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = (
-        "## Claims on one hot packet (bench/claims.py)\n\n"
+    write_section(CLAIMS_SECTION, (
         f"Run {stamp} on {os.cpu_count()} cores, PostgreSQL {connection.pg_version // 10000}, "
         f"{claims} shares per packet, each claimer a process; every variant and level in the same run.\n\n"
         f"{table}\n\n"
@@ -332,41 +332,16 @@ def write_doc(table, claims, levels):
         "packet-row lock, with zero failed claims. Every variant but \"no events\" writes the packet.claimed "
         "outbox row in the claim's transaction; \"service / no events\" is what the outbox costs the service "
         "(the insert, and the after-commit check for packet.finished).\n"
-    )
-    text = PERFORMANCE_DOC.read_text() if PERFORMANCE_DOC.exists() else "# Performance\n\n"
-    marker = "## Claims on one hot packet (bench/claims.py)"
-    if marker in text:
-        head, _, rest = text.partition(marker)
-        tail = rest[rest.find("\n## ") :] if "\n## " in rest else ""
-        text = head + section + tail
-    else:
-        text = text.rstrip() + "\n\n" + section
-    PERFORMANCE_DOC.parent.mkdir(exist_ok=True)
-    PERFORMANCE_DOC.write_text(text)
+    ))
 
 
 def write_send_doc(table):
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    marker = "## Sending and the split (bench/claims.py)"
-    section = (
-        f"{marker}\n\n"
+    write_section("## Sending and the split (bench/claims.py)", (
         f"Run {stamp}, in the same run as the claims above; packet_send as the API calls it after the PIN "
         "(the PIN check is its own cost), one call at a time.\n\n"
         f"{table}\n"
-    )
-    text = PERFORMANCE_DOC.read_text()
-    if marker in text:
-        head, _, rest = text.partition(marker)
-        tail = rest[rest.find("\n## ") :] if "\n## " in rest else ""
-        text = head + section + tail
-    else:
-        head, marker_claims, rest = text.partition("## Claims on one hot packet (bench/claims.py)")
-        after = rest.find("\n## ")
-        if after == -1:
-            text = text.rstrip() + "\n\n" + section
-        else:
-            text = head + marker_claims + rest[:after] + "\n\n" + section + rest[after:]
-    PERFORMANCE_DOC.write_text(text)
+    ), after=CLAIMS_SECTION)
 
 
 def main():

@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -31,7 +30,6 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
-PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
 SECTION = "## Expiry sweep: refunds/s against sends/s and claims (bench/sweep.py)"
 CLAIMERS = 4
 SENDERS = 2
@@ -71,6 +69,7 @@ from django.db import connection, connections  # noqa: E402
 from django.db.models import Count, Max, Min  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from bench.doc_sections import write_section  # noqa: E402
 from bench.fill import fill_packets  # noqa: E402
 from config.errors import ServiceError  # noqa: E402
 from redpackets.models import Packet, PacketKind  # noqa: E402
@@ -222,18 +221,6 @@ def exactly_once() -> list[str]:
     return problems
 
 
-def write_doc(text: str) -> None:
-    doc = PERFORMANCE_DOC.read_text()
-    section = SECTION + "\n\n" + text.strip() + "\n"
-    if SECTION in doc:
-        head, _, rest = doc.partition(SECTION)
-        tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-        doc = head + section + tail
-    else:
-        doc = doc.rstrip() + "\n\n" + section
-    PERFORMANCE_DOC.write_text(doc)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--packets", type=int, default=20000, help="expired packets in each backlog")
@@ -313,7 +300,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_doc(text)
+        write_section(SECTION, text)
     return 1 if problems else 0
 
 

@@ -635,15 +635,10 @@ def render_checks(report: dict) -> str:
 
 
 def write_doc(text: str) -> None:
-    doc = PERFORMANCE_DOC.read_text() if PERFORMANCE_DOC.exists() else "# Performance\n\n"
-    section = SECTION + "\n\n" + text.strip() + "\n"
-    if SECTION in doc:
-        head, _, rest = doc.partition(SECTION)
-        tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-        doc = head + section + tail
-    else:
-        doc = doc.rstrip() + "\n\n" + section
-    PERFORMANCE_DOC.write_text(doc)
+    sys.path.insert(0, str(ROOT))
+    from bench.doc_sections import write_section
+
+    write_section(SECTION, text)
 
 
 # --- main --------------------------------------------------------------------------------------
