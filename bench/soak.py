@@ -12,8 +12,9 @@ as the Procfile starts them. Packets expire after a few seconds, so refunds run 
   until the answer is not a 5xx), claim the newest packets (hot: many members at once),
   read packets and wallets, and poll the event feed when the service has one.
 - Nemesis, in turn on a schedule: SIGKILL a gunicorn worker, SIGKILL the Celery worker
-  (then start a new one), restart Redis, restart PostgreSQL (`pg_ctl restart`). After
-  each fault it times how long until /readyz answers 200 again.
+  (then start a new one), restart Redis, restart PostgreSQL (`pg_ctl stop`, then `start`),
+  each server down for OUTAGE_SECONDS. After each fault it times how long until /readyz
+  answers 200 again; at the end, the web, worker and beat processes must all still run.
 - Checker, over the API only, every 2 s: the sum of every wallet balance plus the
   `remaining_amount` of every active and expiring packet equals the topups. The
   clients pause while it reads; a refund by the sweep in between is detected (two reads
@@ -61,6 +62,9 @@ SWEEP_SECONDS = 2
 # How long after PostgreSQL is back a request may still meet a connection of before the restart.
 PG_GRACE_SECONDS = 3.0
 GUNICORN_GRACE_SECONDS = 2.0
+# How long Redis and PostgreSQL stay down at their restart: a real restart takes seconds, and an instant one hid
+# that Celery 5.7.0's worker exits when the broker is still away as it reconnects.
+OUTAGE_SECONDS = 4.0
 
 
 def log(message: str) -> None:
@@ -144,7 +148,9 @@ class PrivatePostgres:
         self.pg_ctl("start")
 
     def restart(self) -> None:
-        self.pg_ctl("restart", "-m", "fast")
+        self.pg_ctl("stop", "-m", "fast")
+        time.sleep(OUTAGE_SECONDS)
+        self.pg_ctl("start")
 
     def stop(self) -> None:
         try:
@@ -177,6 +183,7 @@ class PrivateRedis:
     def restart(self) -> None:
         self.proc.kill()
         self.proc.log.close()
+        time.sleep(OUTAGE_SECONDS)
         self.start()
 
 
@@ -515,6 +522,7 @@ class Soak:
         for thread in clients:
             thread.join(timeout=90)
         load_seconds = time.monotonic() - load_started
+        self.processes_check()
         settled_after = self.wait_settled(final)
         self.final_checks()
         self.events_checks()
@@ -529,8 +537,30 @@ class Soak:
                 if len(final) == len(self.packets):
                     return time.monotonic() - started
             time.sleep(0.5)
-        self.violations.append(f"{len(self.packets) - len(final)} packets never settled")
+        self.violations.append(f"{len(self.packets) - len(final)} packets never settled; the worker's last errors: "
+                               f"{' | '.join(self.log_errors('worker')) or 'none logged'}")
         return None
+
+    def processes_check(self) -> None:
+        """Every process the nemesis did not kill itself still runs: a broker or database restart must not end one
+        (Celery 5.7.0's worker exited on a Redis restart that took seconds, and nothing was settled after it)."""
+        for name in ("web", "worker", "beat"):
+            proc = getattr(self, name)
+            if not proc.alive():
+                self.violations.append(f"the {name} process exited (status {proc.popen.returncode}); "
+                                       f"its last errors: {' | '.join(self.log_errors(name)) or 'none logged'}")
+
+    def log_errors(self, name: str, limit: int = 5) -> list[str]:
+        """The last error lines of one process's log, for a violation that needs its cause next to it."""
+        errors = []
+        for line in (self.base / f"{name}.log").read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("level") in ("error", "critical"):
+                errors.append(f"{entry.get('timestamp', '')} {str(entry.get('event'))[:300]}")
+        return errors[-limit:]
 
     def final_checks(self) -> None:
         balances = self.balances()
