@@ -40,6 +40,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -487,9 +488,10 @@ class Soak:
         log(f"fault: {kind}; /readyz 200 again {time.monotonic() - at:.1f} s after it was injected")
 
     def nemesis(self, load_started: float) -> None:
-        """The four faults in turn, one every `interval` seconds, the last well before the load ends."""
+        """The four faults in turn, one every `interval` seconds (each fault at least once, and one every 20 s in a
+        long run), the last well before the load ends."""
         kinds = ["gunicorn worker SIGKILL", "celery worker SIGKILL", "redis restart", "postgresql restart"]
-        interval = max((self.seconds - 10) / 4, 8)
+        interval = min(max((self.seconds - 10) / 4, 8), 20)
         index = 0
         while not self.stop.wait(max(0.0, load_started + interval * (index + 0.5) - time.monotonic())):
             if time.monotonic() - load_started > self.seconds - 5:
@@ -697,7 +699,11 @@ def write_docs(result: dict, minutes: float) -> None:
     path = ROOT / "docs" / "reliability.md"
     text = path.read_text()
     start, end = "<!-- soak:start -->", "<!-- soak:end -->"
-    faults = "\n".join(f"| {f['kind']} | {f['recovered_after']} s |" for f in result["faults"])
+    by_kind: dict[str, list[float]] = {}
+    for fault in result["faults"]:
+        by_kind.setdefault(fault["kind"], []).append(fault["recovered_after"])
+    faults = "\n".join(f"| {kind} | {len(times)} | {statistics.median(times):.1f} s | {max(times):.1f} s |"
+                       for kind, times in by_kind.items())
     section = f"""{start}
 Last run: `bench/soak.py --minutes {minutes:g}` ({result['load_seconds']} s of load).
 
@@ -712,8 +718,8 @@ Last run: `bench/soak.py --minutes {minutes:g}` ({result['load_seconds']} s of l
 | faults injected | {len(result['faults'])} |
 | violations | {len(result['violations'])} |
 
-| fault | /readyz 200 again after |
-|---|---|
+| fault | times | /readyz 200 again after, median | max |
+|---|---|---|---|
 {faults}
 {end}"""
     if start in text:
