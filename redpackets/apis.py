@@ -361,12 +361,12 @@ class PacketSendApi(APIView):
         },
     )
     def post(self, request):
-        pin_require_set(user=request.user)
+        pin_read = pin_require_set(user=request.user)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         idempotency_key(request)  # a malformed key is refused before the PIN try is counted
-        pin_verify(user=request.user, pin=data.pop("pin"))
+        pin_verify(user=request.user, pin=data.pop("pin"), read=pin_read)
 
         def execute():
             packet = services.packet_send(

@@ -187,21 +187,27 @@ def pin_set(*, user: AbstractBaseUser, pin: str, current_pin: str | None = None)
     raise failure
 
 
-def pin_require_set(*, user: AbstractBaseUser) -> None:
-    """A user without a payment PIN cannot send, whatever else the request says."""
-    if not PaymentPin.objects.filter(user=user).exists():
+def pin_require_set(*, user: AbstractBaseUser) -> PaymentPin:
+    """A user without a payment PIN cannot send, whatever else the request says.
+
+    Returns the row as read (unlocked), which `pin_verify` takes to spare a second read.
+    """
+    record = _pin_unlocked(user=user)
+    if record is None:
         raise PinNotSet()
+    return record
 
 
-def pin_verify(*, user: AbstractBaseUser, pin: str | None) -> None:
+def pin_verify(*, user: AbstractBaseUser, pin: str | None, read: PaymentPin | None = None) -> None:
     """Authorise a payment with the PIN, counting wrong tries in the database.
 
     Runs in its own transaction and must not be nested in another: a wrong try
-    has to stay counted when the request then fails.
+    has to stay counted when the request then fails. `read`: the row `pin_require_set`
+    returned in this request, if it ran.
     """
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("pin_verify commits the try count; call it outside a transaction.")
-    if pin and _pin_right_and_clean(user=user, pin=pin):
+    if pin and _pin_right_and_clean(read or _pin_unlocked(user=user), pin=pin):
         return
     with transaction.atomic():
         record = PaymentPin.objects.select_for_update().filter(user=user).first()
@@ -214,15 +220,18 @@ def pin_verify(*, user: AbstractBaseUser, pin: str | None) -> None:
         raise failure
 
 
-def _pin_right_and_clean(*, user: AbstractBaseUser, pin: str) -> bool:
+def _pin_unlocked(*, user: AbstractBaseUser) -> PaymentPin | None:
+    return PaymentPin.objects.filter(user=user).only("user_id", "pin_hash", "pin_key_id", "failed_attempts",
+                                                      "locked_until").first()
+
+
+def _pin_right_and_clean(record: PaymentPin | None, *, pin: str) -> bool:
     """The common case without a row lock: the right PIN, current key, no wrong tries, not locked.
 
     Nothing is written then, so the lock buys nothing: a wrong try committed just after this
     read cannot make this PIN wrong, and one that locked the PIN an instant earlier lost
     the race to a caller who knew the PIN. Everything else takes the locked path.
     """
-    record = PaymentPin.objects.filter(user=user).only("user_id", "pin_hash", "pin_key_id", "failed_attempts",
-                                                        "locked_until").first()
     if record is None or record.failed_attempts or record.locked_until:
         return False
     right, outdated = pin_check(
