@@ -200,7 +200,7 @@ def packet_send(
         Share.objects.bulk_create(
             [Share(packet=packet, seq=seq, amount=amount) for seq, amount in enumerate(amounts)]
         )
-        event_payloads.record_packet_sent(packet_id=packet.id, group_id=group.id)
+        event_payloads.record_packet_sent(packet=packet)
     return packet
 
 
