@@ -430,10 +430,13 @@ LOGGING["loggers"].update({
 # The access line of each request (5xx at WARNING); `make run` keeps only those on screen,
 # since the chat client polls about once a second.
 LOGGING["loggers"]["request"] = {"level": os.environ.get("ACCESS_LOG_LEVEL", "INFO")}
-# Peers (addresses or networks, comma-separated) whose X-Request-ID is kept, e.g. the load balancer.
-REQUEST_ID_TRUSTED_PROXIES = [
+# Peers (addresses or networks, comma-separated), e.g. the load balancer, whose X-Request-ID is kept
+# and whose X-Forwarded-For names the client (config/proxies.py). REQUEST_ID_TRUSTED_PROXIES is
+# the variable's earlier name, still read when TRUSTED_PROXIES is not set.
+TRUSTED_PROXIES = [
     ipaddress.ip_network(p.strip(), strict=False)
-    for p in os.environ.get("REQUEST_ID_TRUSTED_PROXIES", "").split(",") if p.strip()
+    for p in os.environ.get("TRUSTED_PROXIES", os.environ.get("REQUEST_ID_TRUSTED_PROXIES", "")).split(",")
+    if p.strip()
 ]
 # Errors to Sentry when SENTRY_DSN is set (config/error_reporting.py); nothing otherwise.
 error_reporting_init()
