@@ -190,6 +190,8 @@ AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15))
 # Locked per username and per client address, whichever reaches the limit first.
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# The client's address behind TRUSTED_PROXIES, by the same rule as the request id's trust.
+AXES_CLIENT_IP_CALLABLE = "config.proxies.client_address"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/login_locked_out.html"
 AXES_VERBOSE = False  # no banner at every start; lockouts are still logged
