@@ -1,7 +1,7 @@
 """Structured logs: one JSON object a line in production, plain console lines locally.
 
-Every line logged while a request is served (and in the Celery tasks it causes)
-carries `request_id`; the web server returns it as `X-Request-ID`. structlog
+Every line logged while a request is served (and in the Celery tasks and webhook
+deliveries it causes) carries `request_id`; the web server returns it as `X-Request-ID`. structlog
 renders both its own events and the standard library's records (Django, Celery,
 this code's `logging.getLogger`), so every line has one format.
 
@@ -9,14 +9,16 @@ No secret reaches a line: the values of keys named like a secret are replaced
 before rendering (defence in depth: nothing logs a request body or headers).
 """
 
-import ipaddress
 import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import structlog
-from django.conf import settings
+
+from config.proxies import peer_is_trusted_proxy
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # What an incoming X-Request-ID from a trusted proxy may look like; anything else gets a new id.
@@ -101,20 +103,28 @@ def logging_config(*, fmt: str, level: str) -> dict:
     }
 
 
-def _trusted(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in settings.REQUEST_ID_TRUSTED_PROXIES)
-
-
 def incoming_request_id(request) -> str:
     """The proxy's X-Request-ID when the peer is a trusted proxy and the id is well-formed; else a new one."""
     offered = request.headers.get(REQUEST_ID_HEADER, "")
-    if offered and _REQUEST_ID.fullmatch(offered) and _trusted(request.META.get("REMOTE_ADDR", "")):
+    if offered and _REQUEST_ID.fullmatch(offered) and peer_is_trusted_proxy(request):
         return offered
     return uuid.uuid4().hex
+
+
+def current_request_id() -> str | None:
+    """The id the lines logged here carry: the request's, or the task's cause (or own id); None outside both."""
+    return structlog.contextvars.get_contextvars().get("request_id")
+
+
+@contextmanager
+def request_id_bound(request_id: str | None) -> Iterator[None]:
+    """Lines logged inside carry `request_id`: work done later for a request (an event's relay and
+    delivery) logs under the id of the request that caused it. None keeps the id bound now."""
+    if request_id is None:
+        yield
+        return
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        yield
 
 
 class RequestLogMiddleware:
@@ -153,7 +163,7 @@ TASK_HEADER = "request_id"
 
 def add_request_id_header(headers: dict | None = None, **kwargs) -> None:
     """before_task_publish: a task enqueued while serving a request carries its id."""
-    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    request_id = current_request_id()
     if request_id and headers is not None:
         headers.setdefault(TASK_HEADER, request_id)
 

@@ -7,6 +7,10 @@ protect the service; they are not worth refusing payments for. So this throttle
 logs the outage (at most every LOG_EVERY seconds per process) and lets the
 request through; the short socket timeouts of the cache client (settings,
 CACHES) keep such a request from waiting long on a hung Redis.
+
+Anonymous requests (register, token) are counted per client address as
+config/proxies.py finds it, not by DRF's own reading of X-Forwarded-For, which
+believes the header from anyone.
 """
 
 import logging
@@ -14,6 +18,8 @@ import time
 
 from redis.exceptions import RedisError
 from rest_framework.throttling import ScopedRateThrottle
+
+from config.proxies import client_address
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +34,9 @@ class FailOpenScopedRateThrottle(ScopedRateThrottle):
         except (RedisError, OSError) as exc:
             _log_outage(exc)
             return True
+
+    def get_ident(self, request) -> str:
+        return client_address(request)
 
 
 def _log_outage(exc: Exception) -> None:

@@ -112,8 +112,9 @@ class DeliveryInline(ReadOnlyTabularInline):
 class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["public_id", "type", "group_id", "created_at", "position", "delivery_states"]
     list_filter = ["type"]
-    search_fields = ["subject", "group_id"]
-    readonly_fields = ["public_id", "type", "group_id", "subject", "data", "created_at", "position", "unique_key"]
+    search_fields = ["subject", "group_id", "request_id"]
+    readonly_fields = ["public_id", "type", "group_id", "subject", "data", "created_at", "position", "unique_key",
+                       "request_id"]
     inlines = [DeliveryInline]
     actions = ["redeliver"]
 

@@ -39,6 +39,10 @@ class Event(models.Model):
     unique_key = models.CharField(max_length=100, null=True, blank=True)
     # Feed order, set once by the relay after the event's transaction committed.
     position = models.BigIntegerField(null=True, blank=True)
+    # The id the recording code logged under: the request's, or a task's cause (its own id when
+    # nothing caused it: the sweep). The relay and every delivery attempt log under it, and the
+    # receiver gets it as X-Request-ID. Null when recorded outside both (a command, the shell).
+    request_id = models.CharField(max_length=128, null=True, blank=True)
 
     class Meta:
         # Every index but the relay's work list is partial on what an insert leaves NULL: the

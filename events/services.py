@@ -9,8 +9,10 @@
 """
 
 import json
+import logging
 import uuid
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -18,11 +20,14 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from config.errors import ValidationFailed
+from config.logging import current_request_id, request_id_bound
 from config.metrics import webhook_delivery_counted
 from events import webhooks
 from events.models import Delivery, DeliveryAttempt, DeliveryState, Event, EventType, WebhookEndpoint
 from events.selectors import event_body
 from wallets.ledger import db_value
+
+logger = logging.getLogger(__name__)
 
 # pg_advisory_xact_lock key of the relay: "rp-evnt".
 RELAY_LOCK_KEY = 0x72702D65766E74
@@ -30,8 +35,8 @@ RELAY_LOCK_KEY = 0x72702D65766E74
 _EVENT_TABLE = Event._meta.db_table
 # Plain SQL: the claim path runs this, and the ORM's insert machinery costs more than the round trip.
 _INSERT_EVENT = f"""
-    INSERT INTO {_EVENT_TABLE} (type, group_id, subject, data, created_at, unique_key)
-    VALUES (%s, %s, %s, %s, %s, %s)
+    INSERT INTO {_EVENT_TABLE} (type, group_id, subject, data, created_at, unique_key, request_id)
+    VALUES (%s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
     RETURNING id
 """
@@ -53,10 +58,16 @@ def event_record(
                 db_value(Event, "data", data),
                 db_value(Event, "created_at", timezone.now()),
                 unique_key,
+                _causing_request_id(),
             ],
         )
         row = cursor.fetchone()
     return row[0] if row else None
+
+
+def _causing_request_id() -> str | None:
+    request_id = current_request_id()
+    return request_id[: Event._meta.get_field("request_id").max_length] if request_id else None
 
 
 def events_relay(*, limit: int | None = None) -> int:
@@ -74,7 +85,9 @@ def events_relay(*, limit: int | None = None) -> int:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RELAY_LOCK_KEY])
         # Read after the lock: this statement's snapshot sees what the previous relay committed.
-        pending = list(Event.objects.filter(position__isnull=True).order_by("id").only("id", "type")[:limit])
+        pending = list(
+            Event.objects.filter(position__isnull=True).order_by("id").only("id", "type", "request_id")[:limit]
+        )
         if not pending:
             return 0
         top = Event.objects.aggregate(top=Max("position"))["top"] or 0
@@ -82,11 +95,15 @@ def events_relay(*, limit: int | None = None) -> int:
             event.position = top + offset
         Event.objects.bulk_update(pending, ["position"], batch_size=500)
         endpoints = list(WebhookEndpoint.objects.filter(disabled_at__isnull=True))
+        takers = {event.id: [endpoint for endpoint in endpoints if endpoint.takes(event.type)] for event in pending}
         Delivery.objects.bulk_create(
-            [Delivery(event=event, endpoint=endpoint) for event in pending for endpoint in endpoints
-             if endpoint.takes(event.type)],
+            [Delivery(event=event, endpoint=endpoint) for event in pending for endpoint in takers[event.id]],
             ignore_conflicts=True,
         )
+    for event in pending:
+        with request_id_bound(event.request_id):
+            logger.info("Event %s (%s) at feed position %s, queued for %s webhook endpoint(s)",
+                        event.public_id, event.type, event.position, len(takers[event.id]))
     return len(pending)
 
 
@@ -183,7 +200,14 @@ def deliveries_dispatch(*, now: datetime | None = None) -> dict[uuid.UUID, int]:
     return {endpoint: min(n, slots - busy.get(endpoint, 0)) for endpoint, n in due.items() if busy.get(endpoint, 0) < slots}
 
 
-def delivery_lease_next(*, endpoint_id: uuid.UUID) -> tuple[int, uuid.UUID] | None:
+class Lease(NamedTuple):
+    delivery_id: int
+    token: uuid.UUID
+    # The event's request_id: the attempt logs under it.
+    request_id: str | None
+
+
+def delivery_lease_next(*, endpoint_id: uuid.UUID) -> Lease | None:
     """Lease the endpoint's next due delivery, unless its slots are all in flight."""
     now = timezone.now()
     with transaction.atomic():
@@ -194,14 +218,16 @@ def delivery_lease_next(*, endpoint_id: uuid.UUID) -> tuple[int, uuid.UUID] | No
         in_flight = Delivery.objects.filter(endpoint=endpoint, state=DeliveryState.PENDING, leased_until__gt=now).count()
         if in_flight >= settings.WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT:
             return None
-        delivery = Delivery.objects.filter(_due(now), endpoint=endpoint).order_by("next_attempt_at", "id").first()
-        if delivery is None:
+        due = (Delivery.objects.filter(_due(now), endpoint=endpoint).order_by("next_attempt_at", "id")
+               .values_list("id", "event__request_id").first())
+        if due is None:
             return None
+        delivery_id, request_id = due
         token = uuid.uuid4()
-        Delivery.objects.filter(id=delivery.id).update(
+        Delivery.objects.filter(id=delivery_id).update(
             leased_until=now + timedelta(seconds=_lease_seconds()), lease_token=token
         )
-    return delivery.id, token
+    return Lease(delivery_id, token, request_id)
 
 
 def delivery_attempt(*, delivery_id: int, token: uuid.UUID) -> bool | None:
@@ -212,7 +238,8 @@ def delivery_attempt(*, delivery_id: int, token: uuid.UUID) -> bool | None:
     endpoint, event = delivery.endpoint, delivery.event
     body = json.dumps(event_body(event), separators=(",", ":"), ensure_ascii=False)
     result = webhooks.post_event(
-        url=endpoint.url, msg_id=event.public_id, body=body, secrets=[endpoint.secret, endpoint.previous_secret]
+        url=endpoint.url, msg_id=event.public_id, body=body, secrets=[endpoint.secret, endpoint.previous_secret],
+        request_id=event.request_id,
     )
     return _attempt_record(delivery_id=delivery_id, token=token, endpoint_id=endpoint.id, result=result)
 

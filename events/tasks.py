@@ -12,6 +12,7 @@ import time
 from celery import shared_task
 from django.conf import settings
 
+from config.logging import request_id_bound
 from events.services import deliveries_dispatch, delivery_attempt, delivery_lease_next, events_relay
 
 logger = logging.getLogger(__name__)
@@ -42,8 +43,10 @@ def deliver_to_endpoint(endpoint_id: str) -> int:
     sent = 0
     deadline = time.monotonic() + DRAIN_SECONDS
     while time.monotonic() < deadline and (lease := delivery_lease_next(endpoint_id=endpoint_id)):
-        delivered = delivery_attempt(delivery_id=lease[0], token=lease[1])
-        logger.info("Webhook delivery %s to endpoint %s: %s", lease[0], endpoint_id,
-                    {True: "delivered", False: "failed, will retry or give up", None: "lease lost"}[delivered])
+        # Each attempt logs under the id of the request that recorded its event.
+        with request_id_bound(lease.request_id):
+            delivered = delivery_attempt(delivery_id=lease.delivery_id, token=lease.token)
+            logger.info("Webhook delivery %s to endpoint %s: %s", lease.delivery_id, endpoint_id,
+                        {True: "delivered", False: "failed, will retry or give up", None: "lease lost"}[delivered])
         sent += 1
     return sent

@@ -3,7 +3,8 @@
 Standard Webhooks: the body is the event JSON; `webhook-id` is the event id,
 `webhook-timestamp` the attempt's Unix seconds, `webhook-signature` `v1,<base64
 HMAC-SHA256>` of "{id}.{timestamp}.{body}" per secret, space-separated during a
-rotation. Signing uses the `standardwebhooks` package.
+rotation. Signing uses the `standardwebhooks` package. `X-Request-ID` carries the id of
+the request (or task) that recorded the event, unsigned, for tracing only.
 
 SSRF: without WEBHOOK_ALLOW_PRIVATE_URLS (production), only https URLs whose host
 resolves to public addresses only; the check runs at registration and again at
@@ -24,6 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from django.conf import settings
 from standardwebhooks.webhooks import Webhook
+
+from config.logging import REQUEST_ID_HEADER
 
 SECRET_PREFIX = "whsec_"
 EXCERPT_BYTES = 500
@@ -108,8 +111,11 @@ def _retry_after(response: httpx.Response) -> int | None:
         return None
 
 
-def post_event(*, url: str, msg_id: str, body: str, secrets: list[str]) -> AttemptResult:
-    """One attempt: POST the signed body to the checked address; never raises for the receiver's faults."""
+def post_event(*, url: str, msg_id: str, body: str, secrets: list[str], request_id: str | None = None) -> AttemptResult:
+    """One attempt: POST the signed body to the checked address; never raises for the receiver's faults.
+
+    `request_id` (the event's cause) goes in X-Request-ID, outside the signed content: the
+    contract fixes the body's shape."""
     attempted_at = datetime.now(UTC)
     started = time.monotonic()
     timeout = settings.WEBHOOK_TIMEOUT_SECONDS
@@ -137,6 +143,8 @@ def post_event(*, url: str, msg_id: str, body: str, secrets: list[str]) -> Attem
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature_header(secrets=secrets, msg_id=msg_id, timestamp=timestamp, body=body),
     }
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
     extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
     try:
         with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False) as client:

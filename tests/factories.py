@@ -29,12 +29,15 @@ class UserFactory(factory.django.DjangoModelFactory):
         return user
 
 
-def login(user) -> APIClient:
+def token_for(user) -> str:
     from knox.models import AuthToken
 
+    return AuthToken.objects.create(user)[1]
+
+
+def login(user) -> APIClient:
     client = APIClient()
-    _, token = AuthToken.objects.create(user)
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
     return client
 
 

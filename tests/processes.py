@@ -169,6 +169,17 @@ class Stack:
         proc.wait_until(" ready.", timeout=30)
         return proc
 
+    def webhooks_worker(self, **extra: str) -> Proc:
+        """The Procfile's `webhooks` worker: the delivery queue only, on threads."""
+        proc = self.start(
+            "webhooks",
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "webhooks", "--pool", "threads",
+             "--loglevel=info", "--concurrency=2", "--without-gossip", "--without-mingle", "-n", f"hooks-{self.tag}@%h"],
+            self.env("webhooks", **extra),
+        )
+        proc.wait_until(" ready.", timeout=30)
+        return proc
+
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 

@@ -5,6 +5,7 @@ turn on (the last test checks that they do, in a fresh process).
 """
 
 import io
+import ipaddress
 
 import pytest
 from axes.models import AccessAttempt
@@ -172,3 +173,44 @@ def test_the_apis_token_login_is_not_throttled_or_recorded_by_the_admins_lockout
         Client().post(LOGIN, {"username": "alice", "password": "wrong-password"})
     assert AccessAttempt.objects.filter(username="alice").exists()
     assert api.post("/api/v1/auth/token", {"username": "alice", "password": PASSWORD}, format="json").status_code == 200
+
+
+# Behind the load balancer (10.0.0.2, trusted), the client is the address it appends to X-Forwarded-For.
+behind_balancer = override_settings(TRUSTED_PROXIES=[ipaddress.ip_network("10.0.0.0/8")])
+
+
+def fail_logins_as_strangers(client: Client, times: int, **headers) -> list[int]:
+    """Failed logins under a new username each time: only the address can connect them."""
+    return [client.post(LOGIN, {"username": f"stranger{n}", "password": "wrong-password"}, **headers).status_code
+            for n in range(times)]
+
+
+@behind_balancer
+def test_behind_a_trusted_proxy_each_forwarded_client_is_locked_out_on_its_own(root):
+    # Given an attacker and an operator behind the same load balancer
+    attacker = Client(REMOTE_ADDR="10.0.0.2")
+    operator = Client(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="198.51.100.4")
+
+    # When the attacker fails the limit, writing a new X-Forwarded-For of its own before each try
+    failures = [fail_logins_as_strangers(attacker, 1, HTTP_X_FORWARDED_FOR=f"192.0.2.{n}, 203.0.113.7")[0]
+                for n in range(settings.AXES_FAILURE_LIMIT)]
+
+    # Then the attacker's address is locked out, even with the right password, and the operator's is not
+    assert failures[-1] == 429
+    assert log_in(Client(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="192.0.2.99, 203.0.113.7")).status_code == 429
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"203.0.113.7"}
+    assert log_in(operator).status_code == 302 and in_admin(operator)
+
+
+def test_from_an_untrusted_peer_x_forwarded_for_is_ignored(root):
+    # Given no trusted proxy (the default), a client that sends a new X-Forwarded-For each try
+    client = Client(REMOTE_ADDR="198.51.100.9")
+
+    failures = [fail_logins_as_strangers(client, 1, HTTP_X_FORWARDED_FOR=f"203.0.113.{n}")[0]
+                for n in range(settings.AXES_FAILURE_LIMIT)]
+
+    # Then its own address is locked out all the same, and another address is not
+    assert failures[-1] == 429
+    assert log_in(Client(REMOTE_ADDR="198.51.100.9", HTTP_X_FORWARDED_FOR="203.0.113.200")).status_code == 429
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"198.51.100.9"}
+    assert log_in(Client(REMOTE_ADDR="198.51.100.10")).status_code == 302

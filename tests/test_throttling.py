@@ -4,6 +4,7 @@ Fast, in-process companions of drill 2 in test_fault_drills.py (which stops a
 real Redis under a real server).
 """
 
+import ipaddress
 import logging
 import socket
 import time
@@ -16,7 +17,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from config import throttling
 from config.throttling import FailOpenScopedRateThrottle
 from tests.assertions import assert_error
-from tests.factories import UserFactory, login
+from tests.factories import PASSWORD, UserFactory, login
 from wallets import apis as wallet_apis
 from wallets.models import Account
 
@@ -84,3 +85,36 @@ def test_a_hung_cache_costs_a_request_about_its_socket_timeout(throttled_topups)
     assert answer.status_code == 201, answer.content
     assert took < 3, f"a hung cache held the request for {took:.1f} s"
     assert Account.objects.get(user=user).balance == 10
+
+
+@pytest.fixture
+def throttled_token_logins(monkeypatch):
+    """Token logins throttled (whatever API_THROTTLE says) at 2 a minute per client address."""
+    monkeypatch.setattr(wallet_apis.TokenApi, "throttle_classes", [FailOpenScopedRateThrottle])
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "auth", "2/min")
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def token_logins(api, user, forwarded_for: list[str], peer: str) -> list[int]:
+    return [api.post("/api/v1/auth/token", {"username": user.username, "password": PASSWORD}, format="json",
+                     REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=xff).status_code for xff in forwarded_for]
+
+
+@override_settings(TRUSTED_PROXIES=[ipaddress.ip_network("10.0.0.0/8")])
+def test_the_auth_limit_counts_each_client_behind_a_trusted_proxy_on_its_own(throttled_token_logins, api):
+    user = UserFactory()
+
+    first = token_logins(api, user, ["192.0.2.1, 203.0.113.7", "192.0.2.2, 203.0.113.7", "203.0.113.7"], "10.0.0.2")
+    second = token_logins(api, user, ["198.51.100.4"], "10.0.0.2")
+
+    assert first == [200, 200, 429] and second == [200]
+
+
+def test_the_auth_limit_ignores_x_forwarded_for_from_an_untrusted_peer(throttled_token_logins, api):
+    user = UserFactory()
+
+    answers = token_logins(api, user, ["203.0.113.1", "203.0.113.2", "203.0.113.3"], "198.51.100.9")
+
+    assert answers == [200, 200, 429]

@@ -190,6 +190,8 @@ AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15))
 # Locked per username and per client address, whichever reaches the limit first.
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# The client's address behind TRUSTED_PROXIES, by the same rule as the request id's trust.
+AXES_CLIENT_IP_CALLABLE = "config.proxies.client_address"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/login_locked_out.html"
 AXES_VERBOSE = False  # no banner at every start; lockouts are still logged
@@ -430,10 +432,13 @@ LOGGING["loggers"].update({
 # The access line of each request (5xx at WARNING); `make run` keeps only those on screen,
 # since the chat client polls about once a second.
 LOGGING["loggers"]["request"] = {"level": os.environ.get("ACCESS_LOG_LEVEL", "INFO")}
-# Peers (addresses or networks, comma-separated) whose X-Request-ID is kept, e.g. the load balancer.
-REQUEST_ID_TRUSTED_PROXIES = [
+# Peers (addresses or networks, comma-separated), e.g. the load balancer, whose X-Request-ID is kept
+# and whose X-Forwarded-For names the client (config/proxies.py). REQUEST_ID_TRUSTED_PROXIES is
+# the variable's earlier name, still read when TRUSTED_PROXIES is not set.
+TRUSTED_PROXIES = [
     ipaddress.ip_network(p.strip(), strict=False)
-    for p in os.environ.get("REQUEST_ID_TRUSTED_PROXIES", "").split(",") if p.strip()
+    for p in os.environ.get("TRUSTED_PROXIES", os.environ.get("REQUEST_ID_TRUSTED_PROXIES", "")).split(",")
+    if p.strip()
 ]
 # Errors to Sentry when SENTRY_DSN is set (config/error_reporting.py); nothing otherwise.
 error_reporting_init()

@@ -2,8 +2,10 @@
 
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
+import structlog
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -12,6 +14,7 @@ from events.models import Event, EventType
 from events.services import event_record, events_relay
 from redpackets.models import PacketKind
 from redpackets.services import group_add_member, packet_claim, packet_refund_expired, packet_send, packets_finish_claimed
+from redpackets.tasks import refund_expired_packets
 from tests.concurrency import run_concurrently
 from tests.factories import UserFactory, group_with_members, login
 
@@ -148,6 +151,40 @@ def test_the_database_refuses_a_second_end_for_a_packet():
             "INSERT INTO events_event (type, group_id, subject, data, created_at, unique_key) "
             "VALUES ('packet.expired', %s, '', '{}', now(), 'packet-end:x')", [group_id]
         )
+
+
+@pytest.mark.django_db
+def test_an_event_keeps_the_request_id_it_was_recorded_under_and_none_outside_a_request_or_task():
+    group_id = uuid.uuid4()
+
+    with transaction.atomic():
+        bare = event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group_id, data={})
+        with structlog.contextvars.bound_contextvars(request_id="lb-7f3a9c"):
+            caused = event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group_id, data={})
+        with structlog.contextvars.bound_contextvars(request_id="x" * 300):
+            long = event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group_id, data={})
+
+    assert Event.objects.get(id=bare).request_id is None
+    assert Event.objects.get(id=caused).request_id == "lb-7f3a9c"
+    assert Event.objects.get(id=long).request_id == "x" * 128
+
+
+@pytest.mark.django_db
+def test_an_event_of_the_expiry_sweep_carries_the_sweep_tasks_id(monkeypatch):
+    # Given a packet past its expiry
+    sender, other = UserFactory(balance=10_000), UserFactory()
+    packet = packet_send(sender=sender, group_id=group_with_members(sender, [other]).id, kind=PacketKind.FIXED,
+                         share_count=2, share_amount=300)
+    later = packet.expires_at + timedelta(seconds=1)
+    monkeypatch.setattr(timezone, "now", lambda: later)
+
+    # When the sweep task runs (in this process, with the worker's task signals)
+    result = refund_expired_packets.apply()
+
+    # Then its packet.expired event has the task's own id: nothing else caused it
+    (expired,) = events_of(packet.id, EventType.PACKET_EXPIRED)
+    assert result.get() == 1
+    assert expired.request_id == result.id
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,5 +1,6 @@
 """Structured logs: a request id on every line of a request, returned as X-Request-ID, kept from a trusted
-proxy, carried into Celery tasks; and no PIN, password or token in any line of a whole run."""
+proxy, carried into Celery tasks and the webhook deliveries of the events a request records; and no PIN,
+password or token in any line of a whole run."""
 
 import ipaddress
 import json
@@ -14,7 +15,12 @@ import structlog
 from django.test import override_settings
 
 from config.logging import logging_config
+from events.models import Delivery, Event, EventType
+from events.services import webhook_endpoint_create
 from redpackets.tasks import refund_expired_packets
+from tests.events.receiver import Receiver
+from tests.events.test_webhooks import new_secret
+from tests.factories import PIN, UserFactory, token_for
 
 LOCALHOST = [ipaddress.ip_network("127.0.0.1/32")]
 
@@ -40,7 +46,7 @@ def test_every_answer_carries_a_new_request_id(client):
     ],
 )
 def test_a_request_id_is_taken_only_from_a_trusted_proxy_and_only_when_well_formed(client, trusted, offered, kept):
-    with override_settings(REQUEST_ID_TRUSTED_PROXIES=trusted):
+    with override_settings(TRUSTED_PROXIES=trusted):
         response = client.get("/healthz", headers={"X-Request-ID": offered})
 
     assert (response["X-Request-ID"] == offered) is kept
@@ -66,7 +72,7 @@ def json_lines(text: str, *, banner: bool = False) -> list[dict]:
 @pytest.mark.slow
 def test_a_whole_run_logs_json_with_request_ids_and_no_secret(stack):
     # Given the web server and a worker logging JSON, the load balancer trusted for request ids
-    stack.web(workers=2, LOG_FORMAT="json", REQUEST_ID_TRUSTED_PROXIES="127.0.0.1")
+    stack.web(workers=2, LOG_FORMAT="json", TRUSTED_PROXIES="127.0.0.1")
     worker = stack.worker(LOG_FORMAT="json", CELERY_TASK_LOG_LEVEL="INFO")  # its per-task lines
     suffix = uuid.uuid4().hex[:8]
     password, pin, wrong_pin = f"Pw-{suffix}-horse-battery", "975318", "864208"
@@ -120,6 +126,63 @@ def test_a_whole_run_logs_json_with_request_ids_and_no_secret(stack):
         output = proc.output()
         leaked = [secret for secret in secrets if secret in output]
         assert not leaked, f"{proc.name} logged {leaked}"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.slow
+def test_the_request_id_of_a_send_reaches_the_relay_every_delivery_attempt_and_the_receiver(stack):
+    # Given a receiver that fails each event's first attempt, and the Procfile's processes logging JSON
+    # behind a trusted load balancer
+    def plan(attempt, headers):
+        return 500 if attempt == 1 else 200, {}, 0
+
+    with Receiver(secret := new_secret(), plan=plan) as receiver:
+        webhook_endpoint_create(url=receiver.url, secret=secret)
+        stack.web(workers=1, LOG_FORMAT="json", TRUSTED_PROXIES="127.0.0.1")
+        relay = stack.worker(LOG_FORMAT="json", EVENTS_RELAY_SECONDS="0.5")
+        hooks = stack.webhooks_worker(LOG_FORMAT="json", WEBHOOK_RETRY_SECONDS="1")
+        sender, member = UserFactory(balance=5000), UserFactory()
+        token = token_for(sender)
+        suffix = uuid.uuid4().hex[:8]
+        group_request, send_request = f"lb-group-{suffix}", f"lb-send-{suffix}"
+
+        # When the sender makes a group and sends a packet through the API, each with the proxy's X-Request-ID
+        group = requests.post(stack.url("/api/v1/groups"), json={"name": "Ids", "members": [member.username]},
+                              headers={"Authorization": f"Bearer {token}", "X-Request-ID": group_request}, timeout=30)
+        sent = requests.post(stack.url("/api/v1/packets"),
+                             json={"group": group.json()["id"], "kind": "fixed", "share_count": 1, "share_amount": 100,
+                                   "pin": PIN},
+                             headers={"Authorization": f"Bearer {token}", "X-Request-ID": send_request}, timeout=30)
+        assert (group.status_code, sent.status_code) == (201, 201)
+        events = {e.public_id: e for e in Event.objects.filter(group_id=group.json()["id"])}
+        receiver.wait_for(set(events), timeout=30, alive=hooks.alive)
+
+    # Then each event keeps the id of the request that recorded it
+    cause = {e.public_id: {EventType.PACKET_SENT: send_request, EventType.GROUP_MEMBER_ADDED: group_request}[e.type]
+             for e in events.values()}
+    assert sorted(cause.values()) == sorted([group_request] * 2 + [send_request])
+    assert all(e.request_id == cause[i] for i, e in events.items())
+    # and the receiver got it as X-Request-ID on every attempt, failed and delivered, outside the signed body
+    by_id = receiver.by_id()
+    for event_id, request_id in cause.items():
+        attempts = by_id[event_id]
+        assert [a.status for a in attempts[:2]] == [500, 200]
+        assert all(a.verified and a.headers["x-request-id"] == request_id for a in attempts)
+        assert request_id not in attempts[0].body.decode()
+    # and every line of the relay about an event, and of each attempt of its delivery, logs under that id
+    time.sleep(1.0)  # the last attempt's line reaches the log
+    relayed = [line for line in json_lines(relay.output(), banner=True) if line["event"].startswith("Event evt_")]
+    deliveries = {f"Webhook delivery {d.id} ": cause[d.event.public_id]
+                  for d in Delivery.objects.filter(event_id__in=[e.id for e in events.values()]).select_related("event")}
+    attempted = [(line, request_id) for line in json_lines(hooks.output(), banner=True)
+                 for prefix, request_id in deliveries.items() if line["event"].startswith(prefix)]
+    for event_id, request_id in cause.items():
+        lines = [line for line in relayed if line["event"].startswith(f"Event {event_id} ")]
+        assert len(lines) == 1 and lines[0]["request_id"] == request_id and lines[0]["task_id"]
+    assert len(attempted) >= 2 * len(cause)
+    assert all(line["request_id"] == request_id and line["task_id"] for line, request_id in attempted)
 
 
 @pytest.mark.parametrize("fmt", ["json", "console"])
