@@ -2,17 +2,20 @@
 
 A packet is rendered exactly as GET /api/v1/packets/{id} renders it (same
 selector, same serializer), with my_claim null: a field added to the packet
-view appears in its events too.
+view appears in its events too. packet.sent renders the packet just sent, as the
+send's response does, without reading it (or its shares) back.
 """
 
 import uuid
 from datetime import datetime
 
+from django.contrib.auth.models import AnonymousUser
 from rest_framework.fields import DateTimeField
 
 from events.models import EventType
 from events.services import event_record
 from redpackets import selectors
+from redpackets.models import Packet
 
 _datetime = DateTimeField()
 
@@ -22,16 +25,20 @@ def packet_end_key(packet_id: uuid.UUID) -> str:
     return f"packet-end:{packet_id}"
 
 
-def packet_rendered(*, packet_id: uuid.UUID) -> dict:
+def _rendered(view: selectors.PacketView) -> dict:
     # Imported here: redpackets.apis imports the services, which import this module.
     from redpackets.apis import PacketOutputSerializer
 
-    return PacketOutputSerializer(selectors.packet_detail_for_events(packet_id=packet_id)).data
+    return PacketOutputSerializer(view).data
 
 
-def record_packet_sent(*, packet_id: uuid.UUID, group_id: uuid.UUID) -> None:
-    event_record(type=EventType.PACKET_SENT, group_id=group_id, subject=str(packet_id),
-                 data={"packet": packet_rendered(packet_id=packet_id)})
+def packet_rendered(*, packet_id: uuid.UUID) -> dict:
+    return _rendered(selectors.packet_detail_for_events(packet_id=packet_id))
+
+
+def record_packet_sent(*, packet: Packet) -> None:
+    event_record(type=EventType.PACKET_SENT, group_id=packet.group_id, subject=str(packet.id),
+                 data={"packet": _rendered(selectors.packet_view_of_sent(packet, viewer=AnonymousUser()))})
 
 
 def record_packet_claimed(*, packet_id: uuid.UUID, group_id: uuid.UUID, username: str, amount: int,
