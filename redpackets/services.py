@@ -102,7 +102,9 @@ _INSERT_SHARES_FROM_ARRAY = f"""
     SELECT %s, s.n - 1, s.amount, false FROM unnest(%s::bigint[]) WITH ORDINALITY AS s(amount, n)
 """
 # SQLite: the amounts as a JSON array, whose keys count from 0.
-_INSERT_SHARES_FROM_JSON = f"INSERT INTO {_SHARE_TABLE} (packet_id, seq, amount, refunded) SELECT %s, key, value, 0 FROM json_each(%s)"
+_INSERT_SHARES_FROM_JSON = (
+    f"INSERT INTO {_SHARE_TABLE} (packet_id, seq, amount, refunded) SELECT %s, key, value, 0 FROM json_each(%s)"
+)
 
 
 def _shares_create(*, packet_id: uuid.UUID, amounts: list[int]) -> None:
