@@ -2,7 +2,8 @@
 
 A packet is rendered exactly as GET /api/v1/packets/{id} renders it (same
 selector, same serializer), with my_claim null: a field added to the packet
-view appears in its events too.
+view appears in its events too. packet.sent renders the packet just sent, as the
+send's response does, without reading it (or its shares) back.
 """
 
 import uuid
