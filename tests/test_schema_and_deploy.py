@@ -210,7 +210,7 @@ def test_schema_money_is_int64_everywhere(schema):
 
 def test_schema_names_its_servers_and_licence(schema):
     assert schema["servers"] == [{"url": "/", "description": "This service"}]
-    assert schema["info"]["license"]["name"]
+    assert schema["info"]["license"] == {"name": "MIT", "url": "https://opensource.org/license/mit"}
 
 
 @pytest.mark.parametrize("path", ["/api/v1/wallet/topups", "/api/v1/packets"])

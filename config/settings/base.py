@@ -260,7 +260,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     # Relative: the host that serves this schema; Swagger UI and generated clients call it there.
     "SERVERS": [{"url": "/", "description": "This service"}],
-    "LICENSE": {"name": "Proprietary"},
+    "LICENSE": {"name": "MIT", "url": "https://opensource.org/license/mit"},  # LICENSE at the top
     "CONTACT": {"name": "The red packets service team"},
     "TAGS": [
         {"name": "auth", "description": "Register, log in (bearer tokens), log out."},
