@@ -267,7 +267,10 @@ SPECTACULAR_SETTINGS = {
         {"name": "wallet", "description": "The caller's own wallet: balance, payment PIN, sandbox topups, history."},
         {"name": "groups", "description": "Mirrors of chat groups: members, and the packets sent to them."},
         {"name": "packets", "description": "Send, read and claim red packets."},
-        {"name": "events", "description": "v1.1: the feed of every change a chat client shows."},
+        {"name": "events", "description": (
+            "v1.1: every change a chat client shows, as a feed to poll and as webhooks (`x-webhooks`); "
+            "each type's `data` is typed (`Event` is a oneOf by `type`)."
+        )},
     ],
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI's files are served by this service, not fetched from a CDN.
@@ -277,7 +280,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayOperationId": True},
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["config.schema.drop_trailing_slash_aliases"],
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.schema.finish_document"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums", "config.schema.finish_document", "events.schema.describe_webhooks",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "PacketKindEnum": "redpackets.models.PacketKind",
         "PacketStatusEnum": "redpackets.models.PacketStatus",
