@@ -326,11 +326,12 @@ def test_two_people_send_and_open_red_packets_in_the_chat_client(sync_playwright
             topup = newcomer.locator("[data-testid=topup]")  # the PIN is set; the send finds no money
             topup.wait_for()
             assert PaymentPin.objects.filter(user__username=NEWCOMER).exists()
+            assert "Payment PIN set." in newcomer.locator(".form-error .ok").inner_text()
             assert "Your balance is 0" in newcomer.locator(".form-error").inner_text()
             newcomer.wait_for_selector(f"[data-testid=topup]:has-text('{yuan(666)}')")
             shot(newcomer, "newcomer-insufficient-funds")
             topup.click()
-            newcomer.wait_for_selector(".form-error .ok")
+            newcomer.wait_for_selector(f".form-error .ok:text-is('Added {yuan(666)}. Balance {yuan(666)}.')")
             assert balance_of(NEWCOMER) == 666
             newcomer.click(".send-form button[type=submit]")
             newcomer.wait_for_selector("#pin:focus")  # the PIN pad now: the wallet has its PIN

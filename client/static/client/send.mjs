@@ -129,7 +129,8 @@ export function openSendSheet() {
     (form.querySelector("[aria-invalid]") || amount).focus();
   }
 
-  function applyErrors({ error, needed }) {
+  function applyErrors({ error, needed, notice }) {
+    if (notice) general.append(h("p", { class: "ok" }, notice));
     let placed = false;
     for (const [name, messages] of Object.entries(error.fields)) {
       const target = FIELD_OF[name];
@@ -187,7 +188,8 @@ function pinSetupStep({ body, total, back, intro }) {
   const status = h("p", { class: "muted", "aria-live": "polite" });
   const setup = pinSetup({
     intro, titleId: "send-title",
-    done: (pin) => send({ body, total, back, pin, status }),
+    // Said on the form too if the send then fails: the PIN is kept either way.
+    done: (pin) => send({ body, total, back: (errors) => back(errors && { ...errors, notice: t("pin_saved") }), pin, status }),
     actions: [h("button", { type: "button", class: "button secondary", onclick: () => back() }, t("back"))],
   });
   fill(dialog, setup, status);
