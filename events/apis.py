@@ -9,29 +9,14 @@ from rest_framework.views import APIView
 
 from config import schema
 from config.errors import NotFound
-from events.models import EventType
+from events.schema import event_schema
 from events.selectors import FEED_PAGE, event_body, events_feed
 from events.services import events_relay
 
 
-@extend_schema_serializer(component_name="Event")
-class EventSerializer(serializers.Serializer):
-    id = serializers.CharField(help_text="Opaque; the same in the feed and as `webhook-id`. Deduplicate by it.")
-    type = serializers.ChoiceField(choices=EventType.choices)
-    timestamp = serializers.DateTimeField()
-    data = serializers.DictField(
-        help_text=(
-            "`packet.sent`: `{packet}` (the packet as GET /packets/{id} shows it, my_claim null); "
-            "`packet.claimed`: `{packet: id, group: id, claim: {user, amount, claimed_at}}`; "
-            "`packet.finished` / `packet.expired`: `{packet}` as it stands then; "
-            "`group.member_added`: `{group: id, user: username}`."
-        )
-    )
-
-
 @extend_schema_serializer(component_name="EventFeed")
 class EventFeedSerializer(serializers.Serializer):
-    results = EventSerializer(many=True)
+    results = event_schema(many=True)
     next = serializers.URLField(help_text="Never null: the URL to poll for what comes after these results.")
 
 

@@ -33,6 +33,8 @@ from config.errors import (
 from config.fields import StrictCharField, StrictIntegerField, StrictUUIDField
 from config.pagination import NewestFirstCursorPagination
 from config.replicas import ReadsFromReplica
+from events.models import EventType
+from events.schema import event_data
 from redpackets import selectors, services
 from redpackets.models import PacketKind, PacketStatus
 from wallets.idempotency import idempotency_key, run_idempotent
@@ -114,6 +116,48 @@ class PacketOutputSerializer(serializers.Serializer):
     )
     has_passphrase = serializers.BooleanField(help_text="v1.1: claims must carry the packet's passphrase.")
     hint = serializers.CharField(source="packet.hint", help_text='v1.1: the sender\'s clue to the passphrase; "" when none.')
+
+
+# --- What the events carry (redpackets.event_payloads renders them) ------------------------
+
+
+@event_data(EventType.PACKET_SENT)
+@extend_schema_serializer(component_name="PacketSentEventData")
+class PacketSentEventDataSerializer(serializers.Serializer):
+    packet = PacketOutputSerializer(help_text="The packet as GET /packets/{id} shows it, with my_claim null.")
+
+
+class EventClaimSerializer(serializers.Serializer):
+    user = serializers.CharField()
+    amount = serializers.IntegerField()
+    claimed_at = serializers.DateTimeField()
+
+
+@event_data(EventType.PACKET_CLAIMED)
+@extend_schema_serializer(component_name="PacketClaimedEventData")
+class PacketClaimedEventDataSerializer(serializers.Serializer):
+    packet = serializers.CharField(help_text="The packet's id.")
+    group = serializers.CharField(help_text="The group's id.")
+    claim = EventClaimSerializer()
+
+
+@event_data(EventType.PACKET_FINISHED)
+@extend_schema_serializer(component_name="PacketFinishedEventData")
+class PacketFinishedEventDataSerializer(serializers.Serializer):
+    packet = PacketOutputSerializer(help_text="The packet as it stands once every share is claimed: claims, best_luck, proof.")
+
+
+@event_data(EventType.PACKET_EXPIRED)
+@extend_schema_serializer(component_name="PacketExpiredEventData")
+class PacketExpiredEventDataSerializer(serializers.Serializer):
+    packet = PacketOutputSerializer(help_text="The packet as it stands once its refund is posted: refunded_amount, proof.")
+
+
+@event_data(EventType.GROUP_MEMBER_ADDED)
+@extend_schema_serializer(component_name="GroupMemberAddedEventData")
+class GroupMemberAddedEventDataSerializer(serializers.Serializer):
+    group = serializers.CharField(help_text="The group's id.")
+    user = serializers.CharField(help_text="The new member's username.")
 
 
 class GroupsApi(ListAPIView):

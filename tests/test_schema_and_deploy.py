@@ -210,7 +210,7 @@ def test_schema_money_is_int64_everywhere(schema):
 
 def test_schema_names_its_servers_and_licence(schema):
     assert schema["servers"] == [{"url": "/", "description": "This service"}]
-    assert schema["info"]["license"]["name"]
+    assert schema["info"]["license"] == {"name": "MIT", "url": "https://opensource.org/license/mit"}
 
 
 @pytest.mark.parametrize("path", ["/api/v1/wallet/topups", "/api/v1/packets"])
@@ -242,6 +242,31 @@ def test_schema_responses_carry_the_contract_fields(schema, path, method, status
 
     assert fields <= set(body["properties"]), fields - set(body["properties"])
     assert fields <= set(body.get("required", [])), fields - set(body.get("required", []))
+
+
+def test_schema_types_each_events_data_by_its_type_in_the_feed_and_the_webhook_body(schema):
+    from events.models import EventType
+
+    event = component(schema, "Event")
+    variants = {ref: component(schema, ref.rsplit("/", 1)[-1]) for ref in event["discriminator"]["mapping"].values()}
+
+    assert event["discriminator"]["propertyName"] == "type"
+    assert set(event["discriminator"]["mapping"]) == set(EventType.values)
+    assert [v["$ref"] for v in event["oneOf"]] == list(event["discriminator"]["mapping"].values())
+    for event_type, ref in event["discriminator"]["mapping"].items():
+        variant = variants[ref]
+        assert {"id", "type", "timestamp", "data"} <= set(variant["required"])
+        assert component(schema, variant["properties"]["type"]["$ref"].rsplit("/", 1)[-1])["enum"] == [event_type]
+        assert "$ref" in variant["properties"]["data"]  # a component of its own, not a free-form object
+    sent = component(schema, "PacketSentEventData")["properties"]["packet"]
+    assert sent["allOf"] == [{"$ref": "#/components/schemas/Packet"}]
+    assert set(component(schema, "PacketClaimedEventData")["required"]) == {"packet", "group", "claim"}
+    assert set(component(schema, "GroupMemberAddedEventData")["required"]) == {"group", "user"}
+    feed = response_schema(schema, "/api/v1/events", "get", "200")
+    assert feed["properties"]["results"]["items"] == {"$ref": "#/components/schemas/Event"}
+    webhook = schema["x-webhooks"]["event"]["post"]
+    assert webhook["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Event"}
+    assert {p["name"] for p in webhook["parameters"]} == {"webhook-id", "webhook-timestamp", "webhook-signature"}
 
 
 def test_schema_lists_are_results_and_next(schema):

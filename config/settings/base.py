@@ -262,14 +262,17 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     # Relative: the host that serves this schema; Swagger UI and generated clients call it there.
     "SERVERS": [{"url": "/", "description": "This service"}],
-    "LICENSE": {"name": "Proprietary"},
+    "LICENSE": {"name": "MIT", "url": "https://opensource.org/license/mit"},  # LICENSE at the top
     "CONTACT": {"name": "The red packets service team"},
     "TAGS": [
         {"name": "auth", "description": "Register, log in (bearer tokens), log out."},
         {"name": "wallet", "description": "The caller's own wallet: balance, payment PIN, sandbox topups, history."},
         {"name": "groups", "description": "Mirrors of chat groups: members, and the packets sent to them."},
         {"name": "packets", "description": "Send, read and claim red packets."},
-        {"name": "events", "description": "v1.1: the feed of every change a chat client shows."},
+        {"name": "events", "description": (
+            "v1.1: every change a chat client shows, as a feed to poll and as webhooks (`x-webhooks`); "
+            "each type's `data` is typed (`Event` is a oneOf by `type`)."
+        )},
     ],
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI's files are served by this service, not fetched from a CDN.
@@ -279,7 +282,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayOperationId": True},
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["config.schema.drop_trailing_slash_aliases"],
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.schema.finish_document"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums", "config.schema.finish_document", "events.schema.describe_webhooks",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "PacketKindEnum": "redpackets.models.PacketKind",
         "PacketStatusEnum": "redpackets.models.PacketStatus",

@@ -4,7 +4,9 @@ alice sends a random packet with a passphrase to "Family" (a wrong PIN first); b
 open it (bob with a wrong passphrase first) in the other browser context while alice watches
 the claims arrive without reloading; the packet finishes with a best luck and the badge says
 the split is verified. An expired packet shows its refund, and dave, short of money, is
-offered a sandbox topup and then sends. Every step checks the page against the database and
+offered a sandbox topup and then sends. A newcomer who is not a demo user creates an account
+(the API's field errors first), is added to Family, is led by the send sheet to choose a PIN,
+tops up and sends. Every step checks the page against the database and
 saves a screenshot to var/test-artifacts/client/ (or $ARTIFACTS_DIR/client/).
 
 The browser is /usr/bin/chromium (or $CHROMIUM): nothing is downloaded. Without it or the
@@ -24,11 +26,11 @@ from django.test import override_settings
 from django.urls import resolve
 
 from redpackets.models import Packet, PacketKind
-from redpackets.services import packet_claim, packet_send
+from redpackets.services import group_add_member, packet_claim, packet_send
 from redpackets.tasks import refund_expired_packets
 from tests.test_admin_browser import CHROMIUM_ARGS, chromium, sync_playwright  # noqa: F401 (fixtures)
 from wallets.management.commands.seed_demo import DEMO_PASSWORD, DEMO_PIN
-from wallets.models import Account, AccountKind
+from wallets.models import Account, AccountKind, PaymentPin
 from wallets.selectors import ledger_reconcile
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.slow]
@@ -38,6 +40,7 @@ TIMEOUT_MS = 15_000
 GREETING = "Lucky money for everyone"
 PASSPHRASE = "Dragon"
 HINT = "This year's animal"
+NEWCOMER, NEWCOMER_PASSWORD = "erin", "a-lucky-newcomer-2026"
 
 
 @pytest.fixture
@@ -68,7 +71,7 @@ def test_two_people_send_and_open_red_packets_in_the_chat_client(sync_playwright
     base = live_server.url
     feed = resolve("/api/v1/events").url_name is not None  # unknown API paths have no name
     # The answers the steps below provoke; anything else >= 400 is a defect.
-    expected = {(403, "/api/v1/packets"), (409, "/api/v1/packets"), (403, "/claim")}
+    expected = {(403, "/api/v1/packets"), (409, "/api/v1/packets"), (403, "/claim"), (400, "/api/v1/auth/register")}
     if not feed:
         expected.add((404, "/api/v1/events"))  # the client polls until the feed exists
     problems: list[str] = []
@@ -275,6 +278,70 @@ def test_two_people_send_and_open_red_packets_in_the_chat_client(sync_playwright
             chinese.wait_for_selector("#claims-title:text-is('领取详情')")
             assert chinese.evaluate("document.documentElement.lang") == "zh-Hans"
             shot(chinese, "chinese")
+
+            # --- 10. a newcomer, not a demo user: creates an account, chooses a PIN, tops up, sends
+            newcomer = phone()
+            newcomer.goto(f"{base}/")
+            newcomer.click("a:has-text('Create account')")
+            newcomer.fill("#register-username", NEWCOMER)
+            newcomer.fill("#register-password", "short")
+            newcomer.press("#register-password", "Enter")  # the keyboard submits
+            newcomer.wait_for_selector("#register-password-error:not(:empty)")
+            assert "too short" in newcomer.locator("#register-password-error").inner_text()  # the API's words
+            assert newcomer.locator("#register-password").get_attribute("aria-invalid") == "true"
+            shot(newcomer, "register-password-too-short")
+            newcomer.fill("#register-username", "Alice")  # taken, ignoring case
+            newcomer.fill("#register-password", NEWCOMER_PASSWORD)
+            newcomer.click("form.login button[type=submit]")
+            newcomer.wait_for_selector("#register-username-error:text-is('A user with that username already exists.')")
+            assert newcomer.locator("#register-password-error").inner_text() == ""
+            shot(newcomer, "register-username-taken")
+            newcomer.fill("#register-username", NEWCOMER)
+            newcomer.click("form.login button[type=submit]")
+            newcomer.wait_for_selector("[data-testid=pin-setup]")  # signed in, asked for a PIN
+            assert newcomer.locator("h1").inner_text() == f"Welcome, {NEWCOMER}"
+            assert balance_of(NEWCOMER) == 0
+            shot(newcomer, "newcomer-asked-for-a-pin")
+            newcomer.click("[data-testid=pin-later]")  # later: the send sheet asks then
+            newcomer.wait_for_selector(f".no-groups:has-text('your username is {NEWCOMER}')")
+            shot(newcomer, "newcomer-in-no-group")
+
+            group_add_member(group_id=packet.group_id, actor=user("alice"), username=NEWCOMER)
+            newcomer.click("a.group-link:has-text('Family')")  # it appears live
+            newcomer.click("footer .send")
+            newcomer.fill("#send-amount", "6.66")
+            newcomer.fill("#send-share_count", "2")
+            newcomer.click(".send-form button[type=submit]")
+            newcomer.wait_for_selector("#send-sheet [data-testid=pin-setup]")  # no PIN yet: choose one
+            shot(newcomer, "send-leads-to-pin-setup")
+            newcomer.keyboard.type("246810")
+            newcomer.wait_for_selector("[data-testid=pin-setup]:has-text('Type the PIN again')")
+            newcomer.keyboard.type("246801")
+            newcomer.wait_for_selector("#new-pin-error:text-is('The two PINs differ. Choose one again.')")
+            assert not PaymentPin.objects.filter(user__username=NEWCOMER).exists()
+            shot(newcomer, "pin-mismatch")
+            for pin in ("246810", "246810"):
+                newcomer.wait_for_selector("#new-pin:focus")
+                newcomer.keyboard.type(pin)
+            topup = newcomer.locator("[data-testid=topup]")  # the PIN is set; the send finds no money
+            topup.wait_for()
+            assert PaymentPin.objects.filter(user__username=NEWCOMER).exists()
+            assert "Payment PIN set." in newcomer.locator(".form-error .ok").inner_text()
+            assert "Your balance is 0" in newcomer.locator(".form-error").inner_text()
+            newcomer.wait_for_selector(f"[data-testid=topup]:has-text('{yuan(666)}')")
+            shot(newcomer, "newcomer-insufficient-funds")
+            topup.click()
+            newcomer.wait_for_selector(f".form-error .ok:text-is('Added {yuan(666)}. Balance {yuan(666)}.')")
+            assert balance_of(NEWCOMER) == 666
+            newcomer.click(".send-form button[type=submit]")
+            newcomer.wait_for_selector("#pin:focus")  # the PIN pad now: the wallet has its PIN
+            newcomer.keyboard.type("246810")
+            newcomer.wait_for_selector(".message.mine .bubble")
+            sent = Packet.objects.get(sender__username=NEWCOMER)
+            assert (sent.kind, sent.total_amount, sent.share_count) == (PacketKind.RANDOM, 666, 2)
+            assert balance_of(NEWCOMER) == 0
+            newcomer.wait_for_selector(f"#packet-{sent.id}")
+            shot(newcomer, "newcomer-sent")
 
             assert ledger_reconcile().ok
             assert not problems, problems

@@ -30,6 +30,11 @@ def follow(client, url="/api/v1/events", pages=50):
     raise AssertionError("the feed did not run dry")
 
 
+
+def marked(group, **marks) -> dict:
+    """A group.member_added event's data as the schema types it, with marks for the test to follow."""
+    return {"group": str(group.id), "user": "someone", **marks}
+
 @pytest.mark.django_db
 def test_the_feed_shows_a_members_group_events_oldest_first_with_next_always_set(api):
     # Given a group with a packet sent and claimed
@@ -77,7 +82,7 @@ def test_a_page_holds_at_most_100_events_and_next_leads_to_the_rest():
     group = group_with_members(owner, [])
     with transaction.atomic():
         for n in range(249):
-            event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group.id, data={"n": n})
+            event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group.id, data=marked(group, n=n))
     client = login(owner)
 
     first = client.get("/api/v1/events").json()
@@ -129,7 +134,7 @@ def test_a_follower_sees_every_event_once_in_order_when_transactions_commit_out_
     def slow_writer():
         try:
             with transaction.atomic():
-                event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group.id, data={"n": "held"})
+                event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group.id, data=marked(group, n="held"))
                 held_open.set()
                 release.wait(timeout=30)
         finally:
@@ -140,14 +145,14 @@ def test_a_follower_sees_every_event_once_in_order_when_transactions_commit_out_
     assert held_open.wait(timeout=10)
     for n in range(30):
         with transaction.atomic():
-            event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group.id, data={"n": n})
+            event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group.id, data=marked(group, n=n))
     time.sleep(0.3)  # the follower polls past them while the first transaction is still open
     early = [e["data"].get("n") for e in seen]
     release.set()
     writer.join()
     for n in range(30, 60):
         with transaction.atomic():
-            event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group.id, data={"n": n})
+            event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group.id, data=marked(group, n=n))
     stop.set()
     thread.join(timeout=60)
 
@@ -176,7 +181,7 @@ def test_concurrent_writers_and_followers_agree_on_one_order_with_nothing_lost()
         try:
             for n in range(40):
                 with transaction.atomic():
-                    event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group.id, data={"w": worker, "n": n})
+                    event_record(type=EventType.GROUP_MEMBER_ADDED, group_id=group.id, data=marked(group, w=worker, n=n))
                     if n % 7 == 0:
                         time.sleep(0.02)  # some transactions stay open while others commit
         finally:

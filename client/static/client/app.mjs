@@ -7,6 +7,7 @@ import { htmlLang, t, when } from "./i18n.mjs";
 import { Live } from "./live.mjs";
 import { formatMoney, formatSigned } from "./money.mjs";
 import { initPacketSheet, openPacket, packetUpdated } from "./packet.mjs";
+import { pinSetup } from "./pinsetup.mjs";
 import { initSendSheet, openSendSheet } from "./send.mjs";
 import { rememberCommitment, state, statusOf } from "./store.mjs";
 
@@ -73,7 +74,73 @@ function renderLogin(message) {
           h("button", { type: "button", class: "button demo-user", onclick: () => signIn(d.username, d.password) },
             h("span", { class: "avatar", "aria-hidden": "true" }, d.username[0].toUpperCase()), d.username))))
     : null;
-  screen(t("app_name"), {}, h("main", { class: "page" }, h("div", { class: "brand", "aria-hidden": "true" }), form, demo));
+  const newcomer = h("p", { class: "card newcomer" }, t("new_here"), " ", h("a", { href: "#/register", class: "button link" }, t("create_account")));
+  screen(t("app_name"), {}, h("main", { class: "page" }, h("div", { class: "brand", "aria-hidden": "true" }), form, newcomer, demo));
+}
+
+/** POST auth/register, then sign in with the same words and choose a payment PIN. */
+function renderRegister() {
+  state.view = "register";
+  const username = h("input", { id: "register-username", name: "username", autocomplete: "username", required: true,
+    maxlength: "150", autocapitalize: "none", spellcheck: "false", "aria-describedby": "register-username-help register-username-error" });
+  const password = h("input", { id: "register-password", name: "password", type: "password", autocomplete: "new-password",
+    required: true, maxlength: "128", "aria-describedby": "register-password-error" });
+  const general = h("p", { class: "form-error", role: "alert", id: "register-error" });
+  const submit = h("button", { type: "submit", class: "button primary" }, t("create_account"));
+  const inputs = { username, password };
+  const fieldBox = (name, label, input, help) => h("div", { class: "field", "data-field": name },
+    h("label", { for: input.id }, label), input,
+    help ? h("p", { id: `register-${name}-help`, class: "help" }, help) : null,
+    h("p", { id: `register-${name}-error`, class: "field-error" }));
+  const clear = () => {
+    fill(general);
+    for (const [name, input] of Object.entries(inputs)) {
+      input.removeAttribute("aria-invalid");
+      fill(document.getElementById(`register-${name}-error`));
+    }
+  };
+  const register = async () => {
+    clear();
+    submit.disabled = true;
+    const name = username.value.trim();
+    try {
+      await post("auth/register", { username: name, password: password.value });
+      const { data } = await post("auth/token", { username: name, password: password.value });
+      session.save(data.token, name);
+      state.pinSet = false; // a new wallet has none
+      location.hash = "#/pin";
+    } catch (failure) {
+      submit.disabled = false;
+      if (!(failure instanceof ApiError)) throw failure;
+      let first = null;
+      for (const [field, messages] of Object.entries(failure.fields)) {
+        const input = inputs[field];
+        if (!input) continue;
+        fill(document.getElementById(`register-${field}-error`), messages.join(" "));
+        input.setAttribute("aria-invalid", "true");
+        first ??= input;
+      }
+      if (!first) fill(general, failure.code === "network" ? t("error_network") : failure.message);
+      (first ?? username).focus();
+    }
+  };
+  const form = h("form", { class: "card login", novalidate: true, onsubmit: (e) => { e.preventDefault(); register(); } },
+    fieldBox("username", t("username"), username, t("username_help")),
+    fieldBox("password", t("password"), password),
+    general, submit);
+  screen(t("create_account"), { back: "#/" }, h("main", { class: "page" }, form,
+    h("p", { class: "muted" }, t("have_account"), " ", h("a", { href: "#/", class: "button link" }, t("sign_in")))));
+  username.focus();
+}
+
+/** Right after registration: the payment PIN, needed to send (it can wait: the send sheet asks then). */
+function renderPinSetup() {
+  state.view = "pin";
+  const later = h("a", { href: "#/", class: "button secondary", "data-testid": "pin-later" }, t("later"));
+  screen(t("welcome", { user: state.me }), {},
+    h("main", { class: "page" }, h("section", { class: "card" },
+      pinSetup({ intro: t("pin_setup_intro"), done: () => { location.hash = "#/"; }, actions: [later] }))));
+  document.getElementById("new-pin").focus();
 }
 
 function walletChip() {
@@ -101,7 +168,7 @@ async function renderGroups() {
   screen(t("chats"), { actions: [walletChip(), signOutButton] },
     h("main", { class: "page" }, h("p", { class: "muted whoami" }, t("signed_in_as", { user: state.me })), list));
   const { results } = await get("groups");
-  if (!results.length) fill(list, h("li", { class: "muted" }, t("no_groups")));
+  if (!results.length) fill(list, h("li", { class: "muted no-groups" }, t("no_groups"), " ", t("ask_to_be_added", { user: state.me })));
   else fill(list, results.map((g) => h("li", {},
     h("a", { class: "group-link", href: `#/g/${g.id}` },
       h("span", { class: "avatar", "aria-hidden": "true" }, g.name[0]),
@@ -276,6 +343,8 @@ async function applyEvents(events) {
       walletStale = true;
     } else if (event.type === "group.member_added" && state.group?.id === data.group) {
       state.group = await get(`groups/${data.group}`);
+    } else if (event.type === "group.member_added" && data.user === state.me && state.view === "groups") {
+      await renderGroups(); // added to a group: it appears in the list
     }
   }
   await Promise.all([...stale].map(async (id) => upsert(await get(`packets/${id}`))));
@@ -294,8 +363,12 @@ async function pollScreen() {
 
 async function signOut(revoke) {
   live.stop();
+  // A feed tick still running must not refresh the balance with the token being revoked.
+  state.walletChip = null;
+  state.view = "login";
   if (revoke) await post("auth/logout").catch(() => {});
   session.clear();
+  state.pinSet = null;
   document.querySelectorAll("dialog[open]").forEach((d) => d.close());
   location.hash = "";
   renderLogin();
@@ -303,10 +376,11 @@ async function signOut(revoke) {
 
 async function route() {
   state.me = session.username;
-  if (!session.token) return renderLogin();
+  const path = location.hash.replace(/^#/, "");
+  if (!session.token) return path === "/register" ? renderRegister() : renderLogin();
+  if (path === "/pin" && state.pinSet === false) return renderPinSetup();
   if (!live.running) live.start();
   document.querySelectorAll("dialog[open]").forEach((d) => d.close());
-  const path = location.hash.replace(/^#/, "");
   const group = /^\/g\/([^/]+)$/.exec(path);
   try {
     if (group) await renderGroup(group[1]);

@@ -1,10 +1,13 @@
 // The send sheet: the packet's terms, then the 6-digit PIN pad. Errors are the API's own
-// words, put at the field they concern (`fields`); insufficient_funds offers a sandbox topup.
+// words, put at the field they concern (`fields`); insufficient_funds offers a sandbox topup,
+// and a wallet without a PIN is led to choosing one (pinsetup.mjs) instead of failing.
 
 import { ApiError, get, newIdempotencyKey, post } from "./api.mjs";
 import { announce, fill, h } from "./dom.mjs";
 import { t } from "./i18n.mjs";
 import { formatMoney, parseMajor } from "./money.mjs";
+import { pinPad } from "./pinpad.mjs";
+import { pinSetup } from "./pinsetup.mjs";
 import { rememberCommitment, state } from "./store.mjs";
 
 let dialog;
@@ -126,7 +129,8 @@ export function openSendSheet() {
     (form.querySelector("[aria-invalid]") || amount).focus();
   }
 
-  function applyErrors({ error, needed }) {
+  function applyErrors({ error, needed, notice }) {
+    if (notice) general.append(h("p", { class: "ok" }, notice));
     let placed = false;
     for (const [name, messages] of Object.entries(error.fields)) {
       const target = FIELD_OF[name];
@@ -167,86 +171,65 @@ function topupButton(needed, general) {
 }
 
 function pinStep({ body, total, back }) {
-  const input = h("input", {
-    id: "pin", name: "pin", type: "password", inputmode: "numeric", autocomplete: "off", maxlength: "6",
-    pattern: "[0-9]{6}", class: "pin-input", "aria-describedby": "pin-progress pin-error",
-  });
-  const progress = h("p", { id: "pin-progress", class: "visually-hidden", "aria-live": "polite" });
-  const dots = h("div", { class: "pin-dots", "aria-hidden": "true" });
-  const error = h("p", { id: "pin-error", class: "field-error", role: "alert" });
+  if (state.pinSet === false) return pinSetupStep({ body, total, back, intro: t("pin_setup_to_send") });
   const status = h("p", { class: "muted", "aria-live": "polite" });
-  let sending = false;
-
-  const show = () => {
-    const n = input.value.length;
-    fill(dots, Array.from({ length: 6 }, (_, i) => h("span", { class: i < n ? "dot filled" : "dot" })));
-    progress.textContent = t("pin_progress", { n });
-  };
-  const type = (digit) => {
-    if (sending) return;
-    if (digit === null) input.value = input.value.slice(0, -1);
-    else if (input.value.length < 6) input.value += digit;
-    input.focus();
-    changed();
-  };
-  const changed = () => {
-    input.value = input.value.replace(/\D/g, "").slice(0, 6);
-    error.textContent = "";
-    input.removeAttribute("aria-invalid");
-    show();
-    if (input.value.length === 6) submit();
-  };
-  input.addEventListener("input", changed);
-
-  const keys = ["1", "2", "3", "4", "5", "6", "7", "8", "9", null, "0", "⌫"].map((key) => {
-    if (key === null) return h("span", { class: "pad-gap" });
-    if (key === "⌫") return h("button", { type: "button", class: "pad-key", "aria-label": t("pin_delete"), onclick: () => type(null) }, "⌫");
-    return h("button", { type: "button", class: "pad-key", "aria-label": t("pin_digit", { d: key }), onclick: () => type(key) }, key);
-  });
-
-  async function submit() {
-    sending = true;
-    status.textContent = t("sending");
-    const request = { ...body, pin: input.value };
-    const same = attempt && JSON.stringify(attempt.body) === JSON.stringify(request);
-    attempt = same ? attempt : { body: request, key: newIdempotencyKey() };
-    try {
-      const { data } = await post("packets", request, { headers: { "Idempotency-Key": attempt.key } });
-      attempt = null;
-      rememberCommitment(data);
-      dialog.close();
-      announce(t("sent"));
-      onSent(data);
-    } catch (failure) {
-      sending = false;
-      status.textContent = "";
-      if (!(failure instanceof ApiError)) throw failure;
-      if (failure.code === "network") {
-        error.textContent = t("error_network"); // the same key on the next try: sent at most once
-        return;
-      }
-      attempt = null;
-      input.value = "";
-      show();
-      const pinProblem = ["invalid_pin", "pin_locked", "pin_not_set"].includes(failure.code) || "pin" in failure.fields;
-      if (pinProblem) {
-        error.textContent = failure.fields.pin?.join(" ") || failure.message;
-        input.setAttribute("aria-invalid", "true");
-        input.focus();
-        return;
-      }
-      back({ error: failure, needed: total });
-    }
-  }
-
+  const pad = pinPad({ id: "pin", label: t("pin_label"), complete: (pin) => send({ body, total, back, pin, pad, status }) });
   fill(dialog, h("div", { class: "pin-step" },
     h("h2", { id: "send-title" }, t("pin_title")),
     h("p", { class: "pin-for" }, t("pin_for", { amount: formatMoney(total), group: state.group.name })),
-    h("label", { for: "pin", class: "visually-hidden" }, t("pin_label")),
-    input, dots, progress, error, status,
-    h("div", { class: "pad" }, keys),
+    pad.nodes, status, pad.keys,
     h("div", { class: "actions" },
       h("button", { type: "button", class: "button secondary", onclick: () => back() }, t("back")))));
-  show();
-  input.focus();
+  pad.focus();
+}
+
+/** No PIN yet: choose one, then the packet goes with it (no second typing). */
+function pinSetupStep({ body, total, back, intro }) {
+  const status = h("p", { class: "muted", "aria-live": "polite" });
+  const setup = pinSetup({
+    intro, titleId: "send-title",
+    // Said on the form too if the send then fails: the PIN is kept either way.
+    done: (pin) => send({ body, total, back: (errors) => back(errors && { ...errors, notice: t("pin_saved") }), pin, status }),
+    actions: [h("button", { type: "button", class: "button secondary", onclick: () => back() }, t("back"))],
+  });
+  fill(dialog, setup, status);
+  dialog.querySelector("#new-pin").focus();
+}
+
+async function send({ body, total, back, pin, pad, status }) {
+  if (pad) pad.busy = true;
+  status.textContent = t("sending");
+  const request = { ...body, pin };
+  const same = attempt && JSON.stringify(attempt.body) === JSON.stringify(request);
+  attempt = same ? attempt : { body: request, key: newIdempotencyKey() };
+  try {
+    const { data } = await post("packets", request, { headers: { "Idempotency-Key": attempt.key } });
+    attempt = null;
+    state.pinSet = true;
+    rememberCommitment(data);
+    dialog.close();
+    announce(t("sent"));
+    onSent(data);
+  } catch (failure) {
+    status.textContent = "";
+    if (!(failure instanceof ApiError)) throw failure;
+    if (failure.code === "network") {
+      // The same PIN typed again is the same request, with the same key: sent at most once.
+      if (pad) pad.fail(t("error_network"));
+      else back({ error: failure, needed: total });
+      return;
+    }
+    attempt = null;
+    if (failure.code === "pin_not_set") {
+      state.pinSet = false;
+      pinSetupStep({ body, total, back, intro: t("pin_setup_to_send") });
+      return;
+    }
+    const pinProblem = ["invalid_pin", "pin_locked"].includes(failure.code) || "pin" in failure.fields;
+    if (pinProblem && pad) {
+      pad.fail(failure.fields.pin?.join(" ") || failure.message);
+      return;
+    }
+    back({ error: failure, needed: total });
+  }
 }

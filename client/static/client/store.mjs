@@ -4,12 +4,13 @@
 export const state = {
   config: null,
   me: null, // username
-  view: null, // "login" | "groups" | "group" | "wallet"
+  view: null, // "login" | "register" | "pin" | "groups" | "group" | "wallet"
   group: null, // the open group: {id, name, owner, members}
   packets: new Map(), // the open group's packets by id
   earlier: null, // the `next` of the group's packet list
   openPacket: null, // the packet sheet's packet id
   wallet: null,
+  pinSet: null, // whether the wallet has a payment PIN: false right after registration, null when not known
 };
 
 const commitmentKey = (id) => `rp.commitment.${id}`;
