@@ -206,7 +206,7 @@ def measure(reps: int) -> dict:
     from events.services import events_relay
     from redpackets.models import ChatGroup, GroupMembership, Packet, PacketKind
     from redpackets.services import packet_send
-    from tests.factories import PIN
+    from tests.factories import PIN, UserFactory
     from wallets.models import LedgerEntry
 
     user_model = get_user_model()
@@ -215,6 +215,9 @@ def measure(reps: int) -> dict:
     bob = user_model.objects.get(username="scale_g0_001")
     _, token = AuthToken.objects.create(user=alice)
     client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    # A newcomer: one entry (its topup) among all of them, the case an index walk by entry id misses.
+    newcomer = UserFactory(username=f"scale_new_{uuid.uuid4().hex[:8]}", balance=1000, pin=None)
+    newcomer_client = Client(HTTP_AUTHORIZATION=f"Bearer {AuthToken.objects.create(user=newcomer)[1]}")
     sends = max(reps // 10, 10)
     # Packets for the claims, sent before any timing; the relay positions their events.
     live = [packet_send(sender=bob, group_id=group.id, kind=PacketKind.FIXED, share_count=5, share_amount=100).id
@@ -239,6 +242,7 @@ def measure(reps: int) -> dict:
         "send": (send, sends, 201),
         "history, first page": (lambda i: client.get("/api/v1/wallet/transactions"), reps, 200),
         "history, deepest page": (lambda i: client.get(f"/api/v1/wallet/transactions?cursor={deep}"), reps, 200),
+        "history, a newcomer's": (lambda i: newcomer_client.get("/api/v1/wallet/transactions"), reps, 200),
         "group's packets": (lambda i: client.get(f"/api/v1/groups/{group.id}/packets"), reps, 200),
         "packet view": (lambda i: client.get(f"/api/v1/packets/{viewed}"), reps, 200),
         "events poll": (lambda i: client.get(f"/api/v1/events?after=evt_{recent_event}"), reps, 200),
