@@ -4,16 +4,23 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Subquery, Sum
 from django.utils.module_loading import import_string
 
 from wallets.models import Account, AccountKind, LedgerEntry, LedgerTransaction
 
 
 def wallet_history(*, user: AbstractBaseUser) -> QuerySet[LedgerEntry]:
-    """The caller's wallet entries, newest first (the cursor orders by entry id)."""
+    """The caller's wallet entries, newest first (the cursor orders by entry id).
+
+    The wallet is a scalar subquery, not a join: filtered through a join the planner does
+    not know which account it reads, and walks the whole ledger backwards by id to find
+    the caller's entries (all 10M of them for a newcomer); compared with the one account
+    id it reads the (account, -id) index, a page's rows and no more.
+    """
+    wallet = Account.objects.filter(user=user, kind=AccountKind.WALLET).values("id")[:1]
     return (
-        LedgerEntry.objects.filter(account__user=user, account__kind=AccountKind.WALLET)
+        LedgerEntry.objects.filter(account_id=Subquery(wallet))
         .select_related("transaction")
         .order_by("-id")
     )
