@@ -13,6 +13,7 @@ from config.errors import NotFound
 from redpackets import allocation
 from redpackets.models import ChatGroup, GroupMembership, Packet, PacketKind, PacketStatus, Share
 from wallets.models import Account, AccountKind
+from wallets.selectors import ReconciliationScope
 
 
 def groups_of_member(*, viewer: AbstractBaseUser) -> QuerySet[ChatGroup]:
@@ -201,18 +202,23 @@ def sweep_lag_seconds(*, now: datetime | None = None) -> float:
     return (now - oldest).total_seconds() if oldest else 0.0
 
 
-def escrow_reconcile() -> list[str]:
+def escrow_reconcile(*, scope: ReconciliationScope) -> list[str]:
     """Reconciliation check: escrow holds exactly the free shares of unsettled packets,
-    and every packet's claims plus refund plus free shares equal its total."""
+    and every packet's claims plus refund plus free shares equal its total (in an
+    incremental run: every packet with a posting after the checkpoint)."""
     problems = []
-    for escrow in Account.objects.filter(kind=AccountKind.ESCROW).annotate(held=Sum("entries__amount")):
-        free = Share.objects.filter(
+    for escrow in Account.objects.filter(kind=AccountKind.ESCROW):
+        held = scope.balances.get(escrow.id, 0)
+        free = Share.objects.filter(  # the share_free_by_packet index: live packets only
             packet__escrow_account=escrow, claimed_by__isnull=True, refunded=False
         ).aggregate(total=Coalesce(Sum("amount"), 0))["total"]
-        if (escrow.held or 0) != free:
-            problems.append(f"{escrow}: holds {escrow.held or 0} but the free shares sum to {free}")
+        if held != free:
+            problems.append(f"{escrow}: holds {held} but the free shares sum to {free}")
+    packets = Packet.objects.all()
+    if (touched := scope.packet_ids()) is not None:
+        packets = packets.filter(id__in=touched)
     broken = (
-        Packet.objects.annotate(
+        packets.annotate(
             claimed=Coalesce(Sum("shares__amount", filter=Q(shares__claimed_by__isnull=False)), 0),
             refunded_shares=Coalesce(Sum("shares__amount", filter=Q(shares__refunded=True)), 0),
             free=Coalesce(Sum("shares__amount", filter=Q(shares__claimed_by__isnull=True, shares__refunded=False)), 0),
@@ -222,7 +228,7 @@ def escrow_reconcile() -> list[str]:
         .values_list("id", flat=True)[:20]
     )
     problems += [f"packet {packet_id}: claims + refund + free shares do not equal its total" for packet_id in broken]
-    settled_with_free = Packet.objects.filter(
+    settled_with_free = packets.filter(
         settled_at__isnull=False, shares__claimed_by__isnull=True, shares__refunded=False
     ).values_list("id", flat=True).distinct()[:20]
     problems += [f"packet {packet_id}: settled but still has free shares" for packet_id in settled_with_free]
