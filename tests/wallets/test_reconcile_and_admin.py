@@ -97,6 +97,7 @@ def test_reconcile_fails_after_a_wallet_balance_is_tampered_with():
         call_command("reconcile", stdout=out)
 
     output = out.getvalue()
+    assert "mode: full, the whole ledger" in output
     assert f"Wallet of {victim.username}: balance 501 but entries sum to 500" in output
     assert "wallets plus system accounts sum to 1" in output
     assert "OK: the ledger balances" not in output
@@ -241,8 +242,9 @@ def test_ledger_transaction_change_page_is_read_only(admin_client):
     assert tx.memo == "Sandbox topup"
 
 
-def test_reconcile_page_reports_a_clean_ledger(admin_client):
+def test_reconcile_page_reports_the_last_run_on_a_clean_ledger(admin_client):
     UserFactory(balance=500)
+    reconcile()
 
     response = admin_client.get("/admin/wallets/wallet/reconcile/")
 
@@ -251,9 +253,11 @@ def test_reconcile_page_reports_a_clean_ledger(admin_client):
     assert b"sum of wallet balances: 500" in response.content
 
 
-def test_reconcile_page_reports_a_tampered_balance(admin_client):
+def test_reconcile_page_reports_the_last_run_finding_a_tampered_balance(admin_client):
     victim = UserFactory(balance=500)
     tamper_balance(victim, balance=700)
+    with pytest.raises(CommandError):
+        reconcile()
 
     response = admin_client.get("/admin/wallets/wallet/reconcile/")
 
