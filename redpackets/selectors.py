@@ -202,6 +202,10 @@ def sweep_lag_seconds(*, now: datetime | None = None) -> float:
     return (now - oldest).total_seconds() if oldest else 0.0
 
 
+# Packets of an incremental run looked at per query (bind parameters are limited).
+PACKETS_PER_QUERY = 5000
+
+
 def escrow_reconcile(*, scope: ReconciliationScope) -> list[str]:
     """Reconciliation check: escrow holds exactly the free shares of unsettled packets,
     and every packet's claims plus refund plus free shares equal its total (in an
@@ -214,22 +218,24 @@ def escrow_reconcile(*, scope: ReconciliationScope) -> list[str]:
         ).aggregate(total=Coalesce(Sum("amount"), 0))["total"]
         if held != free:
             problems.append(f"{escrow}: holds {held} but the free shares sum to {free}")
-    packets = Packet.objects.all()
-    if (touched := scope.packet_ids()) is not None:
-        packets = packets.filter(id__in=touched)
-    broken = (
-        packets.annotate(
-            claimed=Coalesce(Sum("shares__amount", filter=Q(shares__claimed_by__isnull=False)), 0),
-            refunded_shares=Coalesce(Sum("shares__amount", filter=Q(shares__refunded=True)), 0),
-            free=Coalesce(Sum("shares__amount", filter=Q(shares__claimed_by__isnull=True, shares__refunded=False)), 0),
+    touched = scope.packet_ids()
+    chunks = [None] if touched is None else [touched[i:i + PACKETS_PER_QUERY]
+                                             for i in range(0, len(touched), PACKETS_PER_QUERY)]
+    for chunk in chunks:
+        packets = Packet.objects.all() if chunk is None else Packet.objects.filter(id__in=chunk)
+        broken = (
+            packets.annotate(
+                claimed=Coalesce(Sum("shares__amount", filter=Q(shares__claimed_by__isnull=False)), 0),
+                refunded_shares=Coalesce(Sum("shares__amount", filter=Q(shares__refunded=True)), 0),
+                free=Coalesce(Sum("shares__amount", filter=Q(shares__claimed_by__isnull=True, shares__refunded=False)), 0),
+            )
+            .exclude(Q(total_amount=F("claimed") + F("refunded_shares") + F("free"))
+                     & Q(refunded_amount=F("refunded_shares")))
+            .values_list("id", flat=True)[:20]
         )
-        .exclude(Q(total_amount=F("claimed") + F("refunded_shares") + F("free"))
-                 & Q(refunded_amount=F("refunded_shares")))
-        .values_list("id", flat=True)[:20]
-    )
-    problems += [f"packet {packet_id}: claims + refund + free shares do not equal its total" for packet_id in broken]
-    settled_with_free = packets.filter(
-        settled_at__isnull=False, shares__claimed_by__isnull=True, shares__refunded=False
-    ).values_list("id", flat=True).distinct()[:20]
-    problems += [f"packet {packet_id}: settled but still has free shares" for packet_id in settled_with_free]
+        problems += [f"packet {packet_id}: claims + refund + free shares do not equal its total" for packet_id in broken]
+        settled_with_free = packets.filter(
+            settled_at__isnull=False, shares__claimed_by__isnull=True, shares__refunded=False
+        ).values_list("id", flat=True).distinct()[:20]
+        problems += [f"packet {packet_id}: settled but still has free shares" for packet_id in settled_with_free]
     return problems
