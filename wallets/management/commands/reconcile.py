@@ -15,8 +15,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, incremental: bool, **options):
         run = reconciliation_run(mode=ReconciliationMode.INCREMENTAL if incremental else ReconciliationMode.FULL)
+        # The verdict stays the last line (the benches and the soak read it).
+        self.stdout.write(f"{run}: {run.duration.total_seconds():.3f} s")
         for line in reconciliation_report(run=run).lines():
             self.stdout.write(line)
-        self.stdout.write(f"{run}: {run.duration.total_seconds():.3f} s")
         if not run.ok:
             raise CommandError(f"reconciliation failed: {len(run.problems)} problem(s)")
