@@ -137,7 +137,8 @@ def test_incremental_catches_a_broken_balance_chain_and_a_wallet_off_its_entries
 
     problems = "\n".join(run.problems)
     assert f"Wallet of {alice.username}: balance 700 but entries sum to 600" in problems
-    assert f"Wallet of {alice.username}: entry" in problems and "says balance 700 after it, but its entries sum to 600" in problems
+    assert f"Wallet of {alice.username}: entry" in problems
+    assert "says balance 700 after it, but its entries sum to 600 there" in problems
     assert f"Wallet of {bob.username}: balance 360 but entries sum to 350" in problems
     assert f"Wallet of {bob.username}: entry" not in problems
     assert not run.ok and run.checkpoint_position is None
