@@ -189,7 +189,11 @@ def main() -> int:
         "incremental run reads only the entries above the checkpoint (through the primary key and the "
         "(account, -id) index) plus one pass over the wallets for the global sum and the escrow's free shares "
         "(the share_free_by_packet index), so it costs the postings since the last run and the number of "
-        "wallets, not the ledger's size.",
+        "wallets, not the ledger's size. What moved it: the ids of the new transactions and packets are "
+        "materialized first and looked up by key (joined in one statement, PostgreSQL merged whole indexes: "
+        "1.7 s for 5,200 new entries on a 500,000-entry ledger), and escrow's free shares look up their "
+        "packet one by one (the planner takes unclaimed-and-not-refunded for a sixth of all shares and hashed "
+        "all 816,000 packets: 0.6 s of every incremental run at 10M entries).",
     ]
     text = "\n".join(lines)
     print(text)
