@@ -13,6 +13,7 @@ from config.errors import NotFound
 from redpackets import allocation
 from redpackets.models import ChatGroup, GroupMembership, Packet, PacketKind, PacketStatus, Share
 from wallets.models import Account, AccountKind
+from wallets.selectors import ReconciliationScope
 
 
 def groups_of_member(*, viewer: AbstractBaseUser) -> QuerySet[ChatGroup]:
@@ -201,29 +202,46 @@ def sweep_lag_seconds(*, now: datetime | None = None) -> float:
     return (now - oldest).total_seconds() if oldest else 0.0
 
 
-def escrow_reconcile() -> list[str]:
+# Packets of an incremental run looked at per query (bind parameters are limited).
+PACKETS_PER_QUERY = 5000
+
+
+def escrow_reconcile(*, scope: ReconciliationScope) -> list[str]:
     """Reconciliation check: escrow holds exactly the free shares of unsettled packets,
-    and every packet's claims plus refund plus free shares equal its total."""
+    and every packet's claims plus refund plus free shares equal its total (in an
+    incremental run: every packet with a posting after the checkpoint)."""
     problems = []
-    for escrow in Account.objects.filter(kind=AccountKind.ESCROW).annotate(held=Sum("entries__amount")):
-        free = Share.objects.filter(
-            packet__escrow_account=escrow, claimed_by__isnull=True, refunded=False
-        ).aggregate(total=Coalesce(Sum("amount"), 0))["total"]
-        if (escrow.held or 0) != free:
-            problems.append(f"{escrow}: holds {escrow.held or 0} but the free shares sum to {free}")
-    broken = (
-        Packet.objects.annotate(
-            claimed=Coalesce(Sum("shares__amount", filter=Q(shares__claimed_by__isnull=False)), 0),
-            refunded_shares=Coalesce(Sum("shares__amount", filter=Q(shares__refunded=True)), 0),
-            free=Coalesce(Sum("shares__amount", filter=Q(shares__claimed_by__isnull=True, shares__refunded=False)), 0),
-        )
-        .exclude(Q(total_amount=F("claimed") + F("refunded_shares") + F("free"))
-                 & Q(refunded_amount=F("refunded_shares")))
-        .values_list("id", flat=True)[:20]
+    # The free shares (the share_free_by_packet index: live packets only), each packet's escrow
+    # looked up per share: PostgreSQL takes "unclaimed and not refunded" for a sixth of all the
+    # shares (it assumes the two independent), and would hash every packet to join them.
+    free_by_escrow = dict(
+        Share.objects.filter(claimed_by__isnull=True, refunded=False)
+        .annotate(escrow_id=Subquery(Packet.objects.filter(id=OuterRef("packet_id")).values("escrow_account_id")[:1]))
+        .values("escrow_id").annotate(total=Sum("amount")).values_list("escrow_id", "total")
     )
-    problems += [f"packet {packet_id}: claims + refund + free shares do not equal its total" for packet_id in broken]
-    settled_with_free = Packet.objects.filter(
-        settled_at__isnull=False, shares__claimed_by__isnull=True, shares__refunded=False
-    ).values_list("id", flat=True).distinct()[:20]
-    problems += [f"packet {packet_id}: settled but still has free shares" for packet_id in settled_with_free]
+    for escrow in Account.objects.filter(kind=AccountKind.ESCROW):
+        held = scope.balances.get(escrow.id, 0)
+        free = free_by_escrow.get(escrow.id, 0)
+        if held != free:
+            problems.append(f"{escrow}: holds {held} but the free shares sum to {free}")
+    touched = scope.packet_ids()
+    chunks = [None] if touched is None else [touched[i:i + PACKETS_PER_QUERY]
+                                             for i in range(0, len(touched), PACKETS_PER_QUERY)]
+    for chunk in chunks:
+        packets = Packet.objects.all() if chunk is None else Packet.objects.filter(id__in=chunk)
+        broken = (
+            packets.annotate(
+                claimed=Coalesce(Sum("shares__amount", filter=Q(shares__claimed_by__isnull=False)), 0),
+                refunded_shares=Coalesce(Sum("shares__amount", filter=Q(shares__refunded=True)), 0),
+                free=Coalesce(Sum("shares__amount", filter=Q(shares__claimed_by__isnull=True, shares__refunded=False)), 0),
+            )
+            .exclude(Q(total_amount=F("claimed") + F("refunded_shares") + F("free"))
+                     & Q(refunded_amount=F("refunded_shares")))
+            .values_list("id", flat=True)[:20]
+        )
+        problems += [f"packet {packet_id}: claims + refund + free shares do not equal its total" for packet_id in broken]
+        settled_with_free = packets.filter(
+            settled_at__isnull=False, shares__claimed_by__isnull=True, shares__refunded=False
+        ).values_list("id", flat=True).distinct()[:20]
+        problems += [f"packet {packet_id}: settled but still has free shares" for packet_id in settled_with_free]
     return problems

@@ -16,8 +16,8 @@ from events.services import events_relay, webhook_endpoint_create
 from redpackets.models import Packet, PacketKind
 from redpackets.services import packet_claim, packet_refund_expired, packet_send
 from tests.factories import PASSWORD, UserFactory, group_with_members
-from wallets.models import AdjustmentRequest, PaymentPin
-from wallets.services import adjustment_request
+from wallets.models import AdjustmentRequest, PaymentPin, ReconciliationMode
+from wallets.services import adjustment_request, reconciliation_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 User = get_user_model()
@@ -108,8 +108,14 @@ def test_the_dashboard_shows_the_operators_queues_and_the_reconciliation(admin_c
     assert value == "1"
     assert list(admin_client.get(url).context["cl"].result_list) == list(AdjustmentRequest.objects.all())
     assert shown["Locked PINs"] == ("1", reverse("admin:wallets_paymentpin_changelist"))
-    assert shown["Last reconciliation"][1] == reverse("admin:wallets_wallet_reconcile")
+    assert shown["Last reconciliation"] == ("never run", reverse("admin:wallets_wallet_reconcile"))
     assert admin_client.get(shown["Last reconciliation"][1]).status_code == 200
+
+    run = reconciliation_run(mode=ReconciliationMode.FULL)
+    value, url = figures(admin_client)["Last reconciliation"]
+
+    assert value == "OK"
+    assert f'data-run="{run.pk}"'.encode() in admin_client.get(url).content
 
 
 def test_the_outbox_and_webhook_backlog_count_what_waits_and_link_to_it(admin_client):

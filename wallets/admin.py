@@ -23,11 +23,14 @@ from wallets.models import (
     LedgerTransaction,
     PaymentPin,
     PinUnlock,
+    ReconciliationMode,
+    ReconciliationRun,
     Wallet,
 )
 from wallets.money import format_money, parse_major_amount
-from wallets.selectors import ledger_reconcile
+from wallets.selectors import reconciliation_report, reconciliation_runs_recent
 from wallets.services import adjustment_approve, adjustment_reject, adjustment_request, pin_unlock
+from wallets.tasks import reconcile_ledger
 
 # Most minor units one adjustment may move: a typo guard, far below the database's bigint.
 MAX_ADJUSTMENT = 10**12
@@ -146,9 +149,20 @@ class WalletAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return TemplateResponse(request, template, context)
 
     def reconcile_view(self, request):
-        report = ledger_reconcile()
-        context = {**self.admin_site.each_context(request), "title": "Ledger reconciliation", "report": report,
-                   "opts": self.model._meta}
+        """The last runs, read-only, and "Run now", which only enqueues one: a full run
+        over millions of entries takes minutes, never a web request."""
+        if request.method == "POST":
+            mode = request.POST.get("mode", ReconciliationMode.INCREMENTAL)
+            if mode not in ReconciliationMode.values:
+                raise PermissionDenied("No such reconciliation mode.")
+            reconcile_ledger.delay_on_commit(mode=mode, requested_by_id=request.user.pk)
+            self.message_user(request, f"A {mode} reconciliation is queued; it is listed here once a worker runs it.")
+            return HttpResponseRedirect(reverse("admin:wallets_wallet_reconcile"))
+        runs = reconciliation_runs_recent()
+        latest = next((run for run in runs if run.finished_at and not run.error), None)
+        context = {**self.admin_site.each_context(request), "title": "Ledger reconciliation", "runs": runs,
+                   "latest": latest, "report": reconciliation_report(run=latest) if latest else None,
+                   "modes": ReconciliationMode.choices, "opts": self.model._meta}
         return TemplateResponse(request, "admin/wallets/reconcile.html", context)
 
 
@@ -411,7 +425,25 @@ def dashboard_figures() -> list[Figure]:
                alert=pending > 0),
         Figure("Operators", "Locked PINs", str(locked), reverse("admin:wallets_paymentpin_changelist"),
                "after too many wrong tries; support can unlock one with a reason"),
-        # No result is stored between runs yet: the link runs it now.
-        Figure("Ledger", "Last reconciliation", "run it now", reverse("admin:wallets_wallet_reconcile"),
-               "every wallet against its entries, every transaction against zero, escrow against the free shares"),
+        reconciliation_figure(now),
     ]
+
+
+def reconciliation_figure(now) -> Figure:
+    """The newest finished run: its outcome, when, how long; flagged when it or the last full run found problems."""
+    finished = ReconciliationRun.objects.filter(finished_at__isnull=False).order_by("-id")
+    last = finished.first()
+    url = reverse("admin:wallets_wallet_reconcile")
+    if last is None:
+        return Figure("Ledger", "Last reconciliation", "never run", url,
+                      "every wallet against its entries, every transaction against zero, escrow against the free shares",
+                      alert=True)
+    last_full = last if last.mode == ReconciliationMode.FULL else finished.filter(mode=ReconciliationMode.FULL).first()
+    outcome = "OK" if last.ok else ("failed" if last.error else f"{len(last.problems)} problem(s)")
+    detail = (f"{last.get_mode_display().split(':')[0].lower()} run #{last.pk}, "
+              f"{(now - last.finished_at).total_seconds() / 60:.0f} min ago, took "
+              f"{last.duration.total_seconds():.1f} s, {last.entries_checked} entries checked")
+    if last_full is not None and last_full is not last:
+        detail += f"; last full run #{last_full.pk}: {'OK' if last_full.ok else 'problems'}"
+    return Figure("Ledger", "Last reconciliation", outcome, url, detail,
+                  alert=not last.ok or (last_full is not None and not last_full.ok))

@@ -245,3 +245,62 @@ class PinUnlock(models.Model):
 
     def __str__(self) -> str:
         return f"PIN unlock #{self.pk} of {self.user}"
+
+
+class ReconciliationMode(models.TextChoices):
+    FULL = "full", "Full: the whole ledger"
+    INCREMENTAL = "incremental", "Incremental: what was posted after the checkpoint"
+
+
+class ReconciliationRun(models.Model):
+    """One run of the reconciliation (wallets/services.py `reconciliation_run`), kept for good.
+
+    A clean run records the checkpoint it verified the ledger up to: every entry at or
+    below `checkpoint_position` had committed when the run took its snapshot, and the
+    system accounts' balances at that position; an incremental run starts from the
+    highest checkpoint."""
+
+    id = models.BigAutoField(primary_key=True)
+    mode = models.CharField(max_length=11, choices=ReconciliationMode.choices)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    started_at = models.DateTimeField()
+    # Null while it runs, or when it died before it could record its end.
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Null until it finished; a run that raised is not ok and says why in `error`.
+    ok = models.BooleanField(null=True)
+    problems = models.JSONField(default=list)
+    # The figures of the report (wallets/selectors.py ReconciliationReport), problems aside.
+    report = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    entries_checked = models.BigIntegerField(default=0)
+    # Incremental: the checkpoint it started from (entries above it were checked).
+    from_position = models.BigIntegerField(null=True, blank=True)
+    checkpoint_position = models.BigIntegerField(null=True, blank=True)
+    # {system account id: sum of its entries up to checkpoint_position}
+    checkpoint_balances = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["-checkpoint_position"], condition=Q(checkpoint_position__isnull=False),
+                         name="reconciliation_checkpoints"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(checkpoint_position__isnull=True, checkpoint_balances__isnull=True)
+                | Q(ok=True, checkpoint_position__isnull=False, checkpoint_balances__isnull=False),
+                name="reconciliation_checkpoint_only_from_a_clean_run",
+            ),
+            models.CheckConstraint(
+                condition=Q(mode="incremental") | Q(from_position__isnull=True),
+                name="reconciliation_only_incremental_starts_from_a_checkpoint",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_mode_display().split(':')[0]} reconciliation #{self.pk}"
+
+    @property
+    def duration(self):
+        return self.finished_at - self.started_at if self.finished_at else None

@@ -1,9 +1,12 @@
-"""Services that write: users and their wallets, topups, adjustments, the payment PIN."""
+"""Services that write: users and their wallets, topups, adjustments, the payment PIN, reconciliation runs."""
+
+from contextlib import contextmanager
+from dataclasses import asdict
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from knox.models import AuthToken
@@ -18,11 +21,14 @@ from wallets.models import (
     LedgerTransaction,
     PaymentPin,
     PinUnlock,
+    ReconciliationMode,
+    ReconciliationRun,
     SystemAccount,
     TransactionKind,
 )
 from wallets.money import format_money
 from wallets.pins import PinHash, pin_check, pin_hash
+from wallets.selectors import ledger_committed_position, ledger_reconcile, reconciliation_checkpoint
 
 User = get_user_model()
 
@@ -278,3 +284,51 @@ def _pin_store(record: PaymentPin, pin: str) -> None:
     stored = pin_hash(user_id=record.user_id, pin=pin)
     record.pin_hash, record.pin_key_id = stored.digest, stored.key_id
     record.save(update_fields=["pin_hash", "pin_key_id", "updated_at"])
+
+
+def reconciliation_run(*, mode: str, requested_by_id: int | None = None) -> ReconciliationRun:
+    """Reconcile the ledger and record the run: the only writer of ReconciliationRun.
+
+    Incremental starts from the highest checkpoint a clean run verified (a full run when
+    there is none yet). The run row is committed first, so the admin shows it running;
+    the checks then read one snapshot; a clean run records how far it verified.
+    """
+    checkpoint = reconciliation_checkpoint() if mode == ReconciliationMode.INCREMENTAL else None
+    run = ReconciliationRun.objects.create(
+        mode=ReconciliationMode.INCREMENTAL if checkpoint else ReconciliationMode.FULL,
+        requested_by_id=requested_by_id, started_at=timezone.now(),
+        from_position=checkpoint.position if checkpoint else None,
+    )
+    try:
+        up_to = ledger_committed_position(wait_seconds=settings.RECONCILIATION_WRITERS_WAIT_SECONDS)
+        with _ledger_snapshot():
+            report = ledger_reconcile(checkpoint=checkpoint, up_to=up_to)
+    except Exception as exc:
+        ReconciliationRun.objects.filter(pk=run.pk).update(
+            finished_at=timezone.now(), ok=False, error=f"{type(exc).__name__}: {exc}")
+        raise
+    run.finished_at = timezone.now()
+    run.ok = report.ok
+    run.problems = report.problems
+    run.entries_checked = report.entries_checked
+    run.report = {name: value for name, value in asdict(report).items()
+                  if name not in ("problems", "checkpoint_balances")}
+    if report.ok:
+        run.checkpoint_position = report.checkpoint_position
+        run.checkpoint_balances = report.checkpoint_balances
+    run.save()
+    return run
+
+
+@contextmanager
+def _ledger_snapshot():
+    """One snapshot for every check of a run (PostgreSQL: REPEATABLE READ, read only, and
+    no statement timeout: a full run over millions of entries takes longer than a
+    request may). Inside a caller's transaction (the tests'), that one's."""
+    outermost = not transaction.get_connection().in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cursor.execute("SET LOCAL statement_timeout = 0")
+        yield

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 
 from config.error_reporting import error_reporting_init
 from config.logging import logging_config
@@ -325,8 +326,14 @@ PIN_MAX_FAILURES = 5
 PIN_FAILURE_WINDOW = timedelta(minutes=15)
 PIN_LOCK_DURATION = timedelta(minutes=15)
 
-# Checks that `reconcile` runs after the ledger's own: each returns a list of problems.
+# Checks that `reconcile` runs after the ledger's own: each takes the run's scope
+# (wallets.selectors.ReconciliationScope) and returns a list of problems.
 RECONCILIATION_CHECKS = ["redpackets.selectors.escrow_reconcile"]
+# Beat's incremental runs (what was posted since the checkpoint) and the hour (UTC) of the nightly full run.
+RECONCILIATION_INCREMENTAL_SECONDS = env_int("RECONCILIATION_INCREMENTAL_SECONDS", 3600)
+RECONCILIATION_FULL_HOUR = env_int("RECONCILIATION_FULL_HOUR", 4)
+# A run waits this long for ledger postings in flight when it starts (docs/operations.md).
+RECONCILIATION_WRITERS_WAIT_SECONDS = env_int("RECONCILIATION_WRITERS_WAIT_SECONDS", 120)
 
 REDPACKET_TTL_SECONDS = env_int("REDPACKET_TTL_SECONDS", 86400)
 REDPACKET_SWEEP_SECONDS = env_int("REDPACKET_SWEEP_SECONDS", 60)
@@ -407,6 +414,22 @@ CELERY_BEAT_SCHEDULE = {
         "task": "wallets.tasks.purge_idempotency_records",
         "schedule": 3600,
         "options": {"expires": 1800},
+    },
+    # Incremental every hour: a broken posting is found within the hour, at the cost of
+    # that hour's postings. Full once a night, at a quiet hour: what an incremental run
+    # cannot see (an old row changed behind the guards, a transaction without entries,
+    # a packet settled without its refund), and a fresh checkpoint (docs/operations.md).
+    "reconcile-ledger-incremental": {
+        "task": "wallets.tasks.reconcile_ledger",
+        "kwargs": {"mode": "incremental"},
+        "schedule": RECONCILIATION_INCREMENTAL_SECONDS,
+        "options": {"expires": RECONCILIATION_INCREMENTAL_SECONDS / 2},
+    },
+    "reconcile-ledger-full": {
+        "task": "wallets.tasks.reconcile_ledger",
+        "kwargs": {"mode": "full"},
+        "schedule": crontab(hour=RECONCILIATION_FULL_HOUR, minute=0),
+        "options": {"expires": 6 * 3600},
     },
 }
 

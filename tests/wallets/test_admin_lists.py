@@ -1,9 +1,11 @@
 """The operators' lists: newest first on an index, money as money, a wallet's entries a page at a time."""
 
+import io
 import re
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -146,6 +148,7 @@ def test_where_an_operator_reconciles_the_minor_units_are_shown_too(admin_client
     UserFactory(balance=98_750)
     topup = LedgerTransaction.objects.get()
     funding = Account.objects.get(code=SystemAccount.FUNDING)
+    call_command("reconcile", stdout=io.StringIO())
 
     detail = admin_client.get(reverse("admin:wallets_ledgertransaction_change", args=[topup.pk])).content.decode()
     accounts = admin_client.get(reverse("admin:wallets_account_changelist")).content.decode()

@@ -182,7 +182,7 @@ def test_an_unexpected_exception_outside_the_api_answers_the_envelope_too(monkey
     def explode():
         raise RuntimeError("secret detail from deep inside")
 
-    monkeypatch.setattr("wallets.admin.ledger_reconcile", explode)
+    monkeypatch.setattr("wallets.admin.reconciliation_runs_recent", explode)
     client = Client(raise_request_exception=False)
     client.force_login(admin)
 

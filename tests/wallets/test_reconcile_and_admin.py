@@ -1,6 +1,7 @@
 """The reconcile command and the operators' admin: search, entries, adjustments, reconciliation."""
 
 import io
+import re
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -12,8 +13,18 @@ from django.test import Client
 from django.urls import NoReverseMatch, reverse
 
 from tests.factories import PASSWORD, UserFactory
-from wallets.models import Account, AdjustmentRequest, LedgerEntry, LedgerTransaction, SystemAccount, TransactionKind
+from wallets.models import (
+    Account,
+    AdjustmentRequest,
+    LedgerEntry,
+    LedgerTransaction,
+    ReconciliationMode,
+    ReconciliationRun,
+    SystemAccount,
+    TransactionKind,
+)
 from wallets.selectors import ledger_reconcile
+from wallets.services import wallet_topup
 
 pytestmark = pytest.mark.django_db
 
@@ -97,6 +108,7 @@ def test_reconcile_fails_after_a_wallet_balance_is_tampered_with():
         call_command("reconcile", stdout=out)
 
     output = out.getvalue()
+    assert "mode: full, the whole ledger" in output
     assert f"Wallet of {victim.username}: balance 501 but entries sum to 500" in output
     assert "wallets plus system accounts sum to 1" in output
     assert "OK: the ledger balances" not in output
@@ -241,8 +253,9 @@ def test_ledger_transaction_change_page_is_read_only(admin_client):
     assert tx.memo == "Sandbox topup"
 
 
-def test_reconcile_page_reports_a_clean_ledger(admin_client):
+def test_reconcile_page_reports_the_last_run_on_a_clean_ledger(admin_client):
     UserFactory(balance=500)
+    reconcile()
 
     response = admin_client.get("/admin/wallets/wallet/reconcile/")
 
@@ -251,9 +264,11 @@ def test_reconcile_page_reports_a_clean_ledger(admin_client):
     assert b"sum of wallet balances: 500" in response.content
 
 
-def test_reconcile_page_reports_a_tampered_balance(admin_client):
+def test_reconcile_page_reports_the_last_run_finding_a_tampered_balance(admin_client):
     victim = UserFactory(balance=500)
     tamper_balance(victim, balance=700)
+    with pytest.raises(CommandError):
+        reconcile()
 
     response = admin_client.get("/admin/wallets/wallet/reconcile/")
 
@@ -271,3 +286,20 @@ def test_admin_pages_need_a_staff_login():
         response = client.get(url)
         assert response.status_code == 302, url
         assert response["Location"].startswith("/admin/login/"), url
+
+
+def test_reconcile_incremental_records_a_run_from_the_checkpoint_and_says_how_long_it_took():
+    alice = UserFactory(balance=500)
+    reconcile()
+    wallet_topup(user=alice, amount=5)
+    out = io.StringIO()
+
+    call_command("reconcile", "--incremental", stdout=out)
+
+    output = out.getvalue()
+    first, last = ReconciliationRun.objects.order_by("id")
+    assert last.mode == ReconciliationMode.INCREMENTAL and last.from_position == first.checkpoint_position
+    assert re.search(rf"Incremental reconciliation #{last.pk}: \d+\.\d{{3}} s", output)
+    assert f"mode: incremental, entries after position {first.checkpoint_position}" in output
+    assert "entries checked: 2" in output
+    assert output.strip().splitlines()[-1] == "OK: the ledger balances"
