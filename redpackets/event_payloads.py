@@ -15,7 +15,7 @@ from rest_framework.fields import DateTimeField
 from events.models import EventType
 from events.services import event_record
 from redpackets import selectors
-from redpackets.models import Packet
+from redpackets.models import Packet, Share
 
 _datetime = DateTimeField()
 
@@ -51,11 +51,20 @@ def record_packet_claimed(*, packet_id: uuid.UUID, group_id: uuid.UUID, username
     )
 
 
-def record_packet_end(*, packet_id: uuid.UUID, group_id: uuid.UUID, type: EventType) -> bool:
-    """packet.finished or packet.expired, whichever comes first; False when the packet had its end."""
+def record_packet_end(*, packet_id: uuid.UUID, group_id: uuid.UUID, type: EventType,
+                      settled: tuple[Packet, list[Share]] | None = None) -> bool:
+    """packet.finished or packet.expired, whichever comes first; False when the packet had its end.
+
+    `settled`: the packet and every one of its shares (claimed_by fetched) as the refund that settles it
+    holds them, to render without reading them back; read back when not given."""
+    if settled is not None:
+        packet, shares = settled
+        rendered = _rendered(selectors.packet_view_of_settled(packet, shares=shares, viewer=AnonymousUser()))
+    else:
+        rendered = packet_rendered(packet_id=packet_id)
     return event_record(
         type=type, group_id=group_id, subject=str(packet_id), unique_key=packet_end_key(packet_id),
-        data={"packet": packet_rendered(packet_id=packet_id)},
+        data={"packet": rendered},
     ) is not None
 
 

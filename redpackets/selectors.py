@@ -171,6 +171,21 @@ def packet_view(packet: Packet, *, viewer: AbstractBaseUser) -> PacketView:
     )
 
 
+def packet_view_of_settled(packet: Packet, *, shares: list[Share], viewer: AbstractBaseUser) -> PacketView:
+    """The view of a packet its refund has just settled, from every share as that transaction holds them
+    (claimed_by fetched): what `_packets_with_claims` would read back, without its subqueries."""
+    claimed = [s for s in shares if s.claimed_by_id is not None]
+    packet.claimed_count = len(claimed)
+    packet.claimed_amount = sum(s.amount for s in claimed)
+    packet.last_claimed_at = max((s.claimed_at for s in claimed), default=None)
+    # _packets_with_claims' order: claims by time, then the refunded shares (NULL claimed_at sorts last).
+    packet.settled_shares = sorted(
+        (s for s in shares if s.claimed_by_id is not None or s.refunded),
+        key=lambda s: (0, s.claimed_at, s.seq) if s.claimed_at is not None else (1, s.seq),
+    )
+    return packet_view(packet, viewer=viewer)
+
+
 def packet_view_of_sent(packet: Packet, *, viewer: AbstractBaseUser) -> PacketView:
     """The view of a packet `packet_send` has just created, without reading it back: nothing is claimed yet."""
     packet.claimed_count, packet.claimed_amount, packet.last_claimed_at, packet.settled_shares = 0, 0, None, []

@@ -488,16 +488,17 @@ def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int |
         now = timezone.now()
         if not force and now < packet.expires_at:
             return None
-        # Waits for in-flight claims of these rows, then skips the ones they took.
-        refunded = list(
-            Share.objects.filter(packet=packet, claimed_by__isnull=True, refunded=False)
+        # Every share, claimed or not: waits for in-flight claims of free ones and reads them as those
+        # claims committed them; the free ones are refunded, the claimed ones are the end event's claims.
+        shares = list(
+            Share.objects.filter(packet=packet).select_related("claimed_by")
             .order_by("seq")  # the claims' lock order: no deadlock with a waiting claim
-            .select_for_update()
-            .values_list("id", "amount")
+            .select_for_update(of=("self",))
         )
-        amount = sum(a for _, a in refunded)
+        refunded = [s for s in shares if s.claimed_by_id is None and not s.refunded]
+        amount = sum(s.amount for s in refunded)
         if refunded:
-            Share.objects.filter(id__in=[share_id for share_id, _ in refunded]).update(refunded=True)
+            Share.objects.filter(id__in=[s.id for s in refunded]).update(refunded=True)
             sender_wallet = wallet_get_or_create(user=packet.sender)
             ledger_post(
                 kind=TransactionKind.PACKET_REFUND,
@@ -507,11 +508,15 @@ def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int |
                 memo=f"{len(refunded)} unclaimed share{'' if len(refunded) == 1 else 's'}",
             )
         Packet.objects.filter(id=packet.id).update(settled_at=now, refunded_amount=amount)
+        packet.settled_at, packet.refunded_amount = now, amount
+        for share in refunded:
+            share.refunded = True
         # Every claim has committed (the share locks above waited for those in flight): the packet's end
         # comes after all of them. With nothing to refund every share was claimed: finished, not expired.
         event_payloads.record_packet_end(
             packet_id=packet.id, group_id=packet.group_id,
             type=EventType.PACKET_EXPIRED if refunded else EventType.PACKET_FINISHED,
+            settled=(packet, shares),
         )
         return amount
 

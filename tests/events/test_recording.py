@@ -105,6 +105,26 @@ def test_the_expiry_refund_records_packet_expired_with_the_settled_packet():
 
 
 @pytest.mark.django_db
+def test_packet_expired_carries_exactly_what_the_api_shows_of_the_settled_packet():
+    # Given a random packet of five shares, three claimed one after the other
+    sender, *members = UserFactory(balance=10_000), *(UserFactory() for _ in range(4))
+    group = group_with_members(sender, members)
+    packet = packet_send(sender=sender, group_id=group.id, kind=PacketKind.RANDOM, share_count=5, total_amount=777)
+    for member in members[:3]:
+        packet_claim(packet_id=packet.id, user=member)
+
+    # When the expiry refund settles it (rendering the event from the rows it holds, not read back)
+    packet_refund_expired(packet_id=packet.id, force=True)
+
+    # Then the event is GET /packets/{id} of a member who did not claim: claims in order, proof, refund
+    (expired,) = events_of(packet.id, EventType.PACKET_EXPIRED)
+    shown = login(members[3]).get(f"/api/v1/packets/{packet.id}").json()
+    assert expired.data == {"packet": shown}
+    assert [c["user"] for c in shown["claims"]] == [m.username for m in members[:3]]
+    assert shown["proof"] is not None and len(shown["proof"]["shares"]) == 5
+
+
+@pytest.mark.django_db
 def test_a_fully_claimed_packet_that_the_expiry_sweep_settles_ends_finished_not_expired():
     # Given a packet whose claims all committed, but whose finished event was never recorded
     sender, a = UserFactory(balance=10_000), UserFactory()
