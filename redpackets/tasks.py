@@ -26,8 +26,6 @@ def refund_expired_packets(fan_out: bool = False) -> int:
     each packet is taken under its row lock with SKIP LOCKED, so sweeps at once take
     different packets, and settled exactly once by `packet_refund_expired` (in a
     savepoint of that transaction, so one broken packet does not hold back the rest).
-    Up to REDPACKET_SWEEP_PER_COMMIT packets share a commit; a worker that dies before it
-    leaves all of them to the next sweep.
     Beat's run (`fan_out`) with a backlog of more than REDPACKET_SWEEP_BATCH packets
     starts REDPACKET_SWEEP_TASKS - 1 more sweeps, one per worker process.
     """
@@ -38,23 +36,20 @@ def refund_expired_packets(fan_out: bool = False) -> int:
     settled = 0
     skip = set()  # failed or found settled in this run: left to the next sweep
     deadline = time.monotonic() + settings.REDPACKET_SWEEP_SECONDS
-    drained = False
-    while not drained and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         with transaction.atomic():
-            for _ in range(settings.REDPACKET_SWEEP_PER_COMMIT):
-                packet_id = packet_take_due(skip=skip)
-                if packet_id is None:
-                    drained = True
-                    break
-                try:
-                    refunded = packet_refund_expired(packet_id=packet_id)
-                except Exception:
-                    logger.exception("Refund of packet %s failed", packet_id)
-                    refunded = None
-                if refunded is None:
-                    skip.add(packet_id)
-                else:
-                    settled += 1
+            packet_id = packet_take_due(skip=skip)
+            if packet_id is None:
+                break
+            try:
+                refunded = packet_refund_expired(packet_id=packet_id)
+            except Exception:
+                logger.exception("Refund of packet %s failed", packet_id)
+                refunded = None
+            if refunded is None:
+                skip.add(packet_id)
+            else:
+                settled += 1
     if settled:
         logger.info("Settled %d expired packets", settled)
     return settled

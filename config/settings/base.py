@@ -343,8 +343,6 @@ REDPACKET_GREETING_MAX_LENGTH = 100
 # A backlog larger than REDPACKET_SWEEP_BATCH is swept by REDPACKET_SWEEP_TASKS tasks at once.
 REDPACKET_SWEEP_BATCH = env_int("REDPACKET_SWEEP_BATCH", 500)
 REDPACKET_SWEEP_TASKS = env_int("REDPACKET_SWEEP_TASKS", env_int("WORKER_CONCURRENCY", 2))
-# Packets a sweep settles per commit (each in a savepoint of it): one commit's cost shared by many refunds.
-REDPACKET_SWEEP_PER_COMMIT = env_int("REDPACKET_SWEEP_PER_COMMIT", 20)
 # The key of the passphrases' HMACs. Without it, one derived from SECRET_KEY (which
 # production requires), under its own label so neither key reveals the other.
 REDPACKET_PASSPHRASE_KEY = os.environ.get("REDPACKET_PASSPHRASE_KEY", "")
