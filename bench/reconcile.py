@@ -20,7 +20,6 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -31,32 +30,14 @@ ENTRIES_PER_PACKET = 2 + 2 * CLAIMED + 2
 CHUNK = 100_000  # packets per fill statement set
 TOPUP = 10_000_000
 
+from bench.own_database import own_database  # noqa: E402
 
-def database_url() -> str:
-    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/redpackets")
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"{parts.path.rstrip('/')}_reconcile", "", ""))
-
-
-os.environ["DATABASE_URL"] = database_url()
+own_database("reconcile")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
 # The fill's statements write a million rows each; the runs set their own (none).
 os.environ.setdefault("DB_STATEMENT_TIMEOUT_MS", "0")
 
-
-def recreate_database() -> None:
-    import psycopg
-
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    name = parts.path.lstrip("/")
-    admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-recreate_database()
 import django  # noqa: E402
 
 django.setup()

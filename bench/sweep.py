@@ -25,7 +25,6 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,32 +33,14 @@ SECTION = "## Expiry sweep: refunds/s against sends/s and claims (bench/sweep.py
 CLAIMERS = 4
 SENDERS = 2
 
+from bench.own_database import own_database  # noqa: E402
 
-def database_url() -> str:
-    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/redpackets")
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"{parts.path.rstrip('/')}_sweep", "", ""))
-
-
-os.environ["DATABASE_URL"] = database_url()
+own_database("sweep")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
 os.environ["REDPACKET_SWEEP_SECONDS"] = "4"
 os.environ["API_THROTTLE"] = "off"
 
-
-def recreate_database() -> None:
-    import psycopg
-
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    name = parts.path.lstrip("/")
-    admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-recreate_database()
 import django  # noqa: E402
 
 django.setup()
