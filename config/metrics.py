@@ -85,15 +85,16 @@ def send_counted(service):
     return counted
 
 
-def refund_counted(service):
-    """Counts a refund the service posted; it returns the amount, 0 or None when nothing was posted."""
+def refunds_counted(service):
+    """Counts the refunds the service posted; it returns {packet: refunded amount}, 0 where nothing was posted."""
 
     @functools.wraps(service)
     def counted(*args, **kwargs):
-        amount = service(*args, **kwargs)
-        if amount:
-            transaction.on_commit(lambda: (refunds_total.inc(), refunded_amount_total.inc(amount)))
-        return amount
+        settled = service(*args, **kwargs)
+        amounts = [amount for amount in settled.values() if amount]
+        if amounts:
+            transaction.on_commit(lambda: (refunds_total.inc(len(amounts)), refunded_amount_total.inc(sum(amounts))))
+        return settled
 
     return counted
 

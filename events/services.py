@@ -22,6 +22,7 @@ from django.utils import timezone
 from config.errors import ValidationFailed
 from config.logging import current_request_id, request_id_bound
 from config.metrics import webhook_delivery_counted
+from config.sql_rows import rows_sql
 from events import webhooks
 from events.models import Delivery, DeliveryAttempt, DeliveryState, Event, EventType, WebhookEndpoint
 from events.selectors import event_body
@@ -34,35 +35,46 @@ RELAY_LOCK_KEY = 0x72702D65766E74
 
 _EVENT_TABLE = Event._meta.db_table
 # Plain SQL: the claim path runs this, and the ORM's insert machinery costs more than the round trip.
-_INSERT_EVENT = f"""
+_INSERT_EVENTS = f"""
     INSERT INTO {_EVENT_TABLE} (type, group_id, subject, data, created_at, unique_key, request_id)
-    VALUES (%s, %s, %s, %s, %s, %s, %s)
+    {{rows}}
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-    RETURNING id
+    RETURNING id, unique_key
 """
+
+
+class NewEvent(NamedTuple):
+    type: str
+    group_id: uuid.UUID
+    data: dict
+    subject: str = ""
+    unique_key: str | None = None
 
 
 def event_record(
     *, type: str, group_id: uuid.UUID, data: dict, subject: str = "", unique_key: str | None = None
 ) -> int | None:
     """Store one event in the caller's transaction; None when `unique_key` has one already."""
+    recorded = event_record_many([NewEvent(type=type, group_id=group_id, data=data, subject=subject,
+                                           unique_key=unique_key)])
+    return recorded[0][0] if recorded else None
+
+
+def event_record_many(events: list[NewEvent]) -> list[tuple[int, str | None]]:
+    """Store events in the caller's transaction, in one INSERT; returns (id, unique_key) of those
+    stored (an event whose `unique_key` has one already is left out)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("event_record must run inside the transaction of the change it records.")
+    now = db_value(Event, "created_at", timezone.now())
+    request_id = _causing_request_id()
+    rows, params = rows_sql(
+        ["text", "uuid", "text", "jsonb", "timestamptz", "text", "text"],
+        [[event.type, db_value(Event, "group_id", event.group_id), event.subject, event.data,
+          now, event.unique_key, request_id] for event in events],
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            _INSERT_EVENT,
-            [
-                type,
-                db_value(Event, "group_id", group_id),
-                subject,
-                db_value(Event, "data", data),
-                db_value(Event, "created_at", timezone.now()),
-                unique_key,
-                _causing_request_id(),
-            ],
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
+        cursor.execute(_INSERT_EVENTS.format(rows=rows), params)
+        return cursor.fetchall()
 
 
 def _causing_request_id() -> str | None:

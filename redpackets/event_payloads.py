@@ -13,7 +13,7 @@ from django.contrib.auth.models import AnonymousUser
 from rest_framework.fields import DateTimeField
 
 from events.models import EventType
-from events.services import event_record
+from events.services import NewEvent, event_record, event_record_many
 from redpackets import selectors
 from redpackets.models import Packet, Share
 
@@ -26,10 +26,16 @@ def packet_end_key(packet_id: uuid.UUID) -> str:
 
 
 def _rendered(view: selectors.PacketView) -> dict:
+    (rendered,) = _rendered_many([view])
+    return rendered
+
+
+def _rendered_many(views: list[selectors.PacketView]) -> list[dict]:
     # Imported here: redpackets.apis imports the services, which import this module.
     from redpackets.apis import PacketOutputSerializer
 
-    return PacketOutputSerializer(view).data
+    # One serializer for them all: DRF copies a serializer's fields for each instance.
+    return PacketOutputSerializer(views, many=True).data
 
 
 def packet_rendered(*, packet_id: uuid.UUID) -> dict:
@@ -51,21 +57,25 @@ def record_packet_claimed(*, packet_id: uuid.UUID, group_id: uuid.UUID, username
     )
 
 
-def record_packet_end(*, packet_id: uuid.UUID, group_id: uuid.UUID, type: EventType,
-                      settled: tuple[Packet, list[Share]] | None = None) -> bool:
-    """packet.finished or packet.expired, whichever comes first; False when the packet had its end.
-
-    `settled`: the packet and every one of its shares (claimed_by fetched) as the refund that settles it
-    holds them, to render without reading them back; read back when not given."""
-    if settled is not None:
-        packet, shares = settled
-        rendered = _rendered(selectors.packet_view_of_settled(packet, shares=shares, viewer=AnonymousUser()))
-    else:
-        rendered = packet_rendered(packet_id=packet_id)
+def record_packet_end(*, packet_id: uuid.UUID, group_id: uuid.UUID, type: EventType) -> bool:
+    """packet.finished or packet.expired, whichever comes first; False when the packet had its end."""
     return event_record(
         type=type, group_id=group_id, subject=str(packet_id), unique_key=packet_end_key(packet_id),
-        data={"packet": rendered},
+        data={"packet": packet_rendered(packet_id=packet_id)},
     ) is not None
+
+
+def record_packets_settled(settled: list[tuple[Packet, list[Share], EventType]]) -> None:
+    """The end events of packets their refunds have just settled, in one INSERT: each
+    (packet, every one of its shares as the refund holds them with claimed_by fetched, type)
+    is rendered without reading it back. A packet that had its end already keeps it."""
+    rendered = _rendered_many([selectors.packet_view_of_settled(packet, shares=shares, viewer=AnonymousUser())
+                               for packet, shares, _ in settled])
+    event_record_many([
+        NewEvent(type=type, group_id=packet.group_id, subject=str(packet.id), unique_key=packet_end_key(packet.id),
+                 data={"packet": packet_rendered})
+        for (packet, _, type), packet_rendered in zip(settled, rendered, strict=True)
+    ])
 
 
 def record_member_added(*, group_id: uuid.UUID, username: str) -> None:

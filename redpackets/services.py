@@ -12,6 +12,8 @@ The money rules of a packet live here and in `allocation.py`:
 
 import json
 import uuid
+from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -33,7 +35,8 @@ from config.errors import (
     ValidationFailed,
     WrongPassphrase,
 )
-from config.metrics import claim_counted, refund_counted, send_counted
+from config.metrics import claim_counted, refunds_counted, send_counted
+from config.sql_rows import rows_sql
 from events.models import EventType
 from events.selectors import event_keys_recorded, event_subjects_since
 from redpackets import allocation, event_payloads, passphrases
@@ -41,12 +44,12 @@ from redpackets.models import (
     PASSPHRASE_MAX_WRONG_TRIES,
     ChatGroup,
     GroupMembership,
-    PassphraseAttempt,
     Packet,
     PacketKind,
+    PassphraseAttempt,
     Share,
 )
-from wallets.ledger import db_value, ledger_post, system_account
+from wallets.ledger import Posting, db_value, ledger_post, ledger_post_many, system_account
 from wallets.models import Account, AccountKind, LedgerTransaction, SystemAccount, TransactionKind
 from wallets.services import wallet_get_or_create
 
@@ -470,9 +473,21 @@ def _no_free_share(*, settled: bool) -> Exception:
 # --- Expiry -----------------------------------------------------------------------
 
 
-@refund_counted
+def packets_take_due(*, limit: int, skip: Collection[uuid.UUID] = ()) -> list[Packet]:
+    """Row-lock up to `limit` of the oldest packets due for their refund that no other sweep
+    holds, inside the caller's transaction, for `packets_settle`. Sweeps running at once take
+    disjoint packets (SKIP LOCKED) instead of queueing behind each other on the same ones."""
+    return list(
+        Packet.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("sender", "recipient")
+        .filter(settled_at__isnull=True, expires_at__lte=timezone.now())
+        .exclude(id__in=skip)
+        .order_by("expires_at")[:limit]
+    )
+
+
 def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int | None:
-    """Settle one packet past its expiry: return its free shares to the sender, once.
+    """Settle one packet past its expiry (`packets_settle`), waiting for claims in flight.
 
     Returns the refunded amount, or None when there was nothing to do (not yet
     expired, or settled already). Runs in its own transaction; the packet row
@@ -482,43 +497,83 @@ def packet_refund_expired(*, packet_id: uuid.UUID, force: bool = False) -> int |
     admin's "expire now").
     """
     with transaction.atomic():
-        packet = Packet.objects.select_for_update(of=("self",)).select_related("sender").filter(id=packet_id).first()
+        packet = (
+            Packet.objects.select_for_update(of=("self",)).select_related("sender", "recipient")
+            .filter(id=packet_id).first()
+        )
         if packet is None or packet.settled_at is not None:
             return None
-        now = timezone.now()
-        if not force and now < packet.expires_at:
+        if not force and timezone.now() < packet.expires_at:
             return None
-        # Every share, claimed or not: waits for in-flight claims of free ones and reads them as those
-        # claims committed them; the free ones are refunded, the claimed ones are the end event's claims.
-        shares = list(
-            Share.objects.filter(packet=packet).select_related("claimed_by")
-            .order_by("seq")  # the claims' lock order: no deadlock with a waiting claim
-            .select_for_update(of=("self",))
-        )
-        refunded = [s for s in shares if s.claimed_by_id is None and not s.refunded]
-        amount = sum(s.amount for s in refunded)
-        if refunded:
-            Share.objects.filter(id__in=[s.id for s in refunded]).update(refunded=True)
-            sender_wallet = wallet_get_or_create(user=packet.sender)
-            ledger_post(
+        return packets_settle(packets=[packet], wait_for_claims=True)[packet.id]
+
+
+_PACKET_TABLE = Packet._meta.db_table
+# One statement settles every packet of a batch.
+_MARK_SETTLED = f"""
+    WITH settled (id, amount) AS ({{rows}})
+    UPDATE {_PACKET_TABLE} SET settled_at = %s, refunded_amount = settled.amount
+    FROM settled WHERE {_PACKET_TABLE}.id = settled.id
+"""
+
+
+@refunds_counted
+def packets_settle(*, packets: list[Packet], wait_for_claims: bool) -> dict[uuid.UUID, int]:
+    """Settle packets the caller has row-locked and found due: each one's free shares are
+    marked refunded and go back to its sender as one `packet_refund`, the packet records
+    when and how much, and its end event is recorded. Returns {packet id: refunded amount}
+    of the packets settled; a set-based pass (a few statements for the whole batch).
+
+    Every share of the packets is locked first, in the claims' lock order (seq): their
+    claims in flight commit before, and are read as committed. With `wait_for_claims`
+    the locks wait for them; without (the sweep), a packet whose share a claim holds is
+    left out, for a later sweep, instead of holding up the rest of the batch.
+    """
+    locked = defaultdict(list)
+    for share in (
+        Share.objects.filter(packet_id__in=[packet.id for packet in packets]).select_related("claimed_by")
+        .order_by("packet_id", "seq").select_for_update(of=("self",), skip_locked=not wait_for_claims)
+    ):
+        locked[share.packet_id].append(share)
+    settling = [packet for packet in packets if len(locked[packet.id]) == packet.share_count]
+    if not settling:
+        return {}
+    wallets = dict(
+        Account.objects.filter(user_id__in={p.sender_id for p in settling}, kind=AccountKind.WALLET)
+        .values_list("user_id", "id")
+    )
+    now = timezone.now()
+    refunded_shares, postings, ends = [], [], []
+    for packet in settling:
+        shares = locked[packet.id]
+        free = [share for share in shares if share.claimed_by_id is None and not share.refunded]
+        amount = sum(share.amount for share in free)
+        if free:
+            postings.append(Posting(
                 kind=TransactionKind.PACKET_REFUND,
-                wallet_legs={sender_wallet.id: amount},
+                wallet_legs={wallets.get(packet.sender_id) or wallet_get_or_create(user=packet.sender).id: amount},
                 system_legs={packet.escrow_account_id: -amount},
                 packet_id=packet.id,
-                memo=f"{len(refunded)} unclaimed share{'' if len(refunded) == 1 else 's'}",
-            )
-        Packet.objects.filter(id=packet.id).update(settled_at=now, refunded_amount=amount)
-        packet.settled_at, packet.refunded_amount = now, amount
-        for share in refunded:
+                memo=f"{len(free)} unclaimed share{'' if len(free) == 1 else 's'}",
+            ))
+        for share in free:
             share.refunded = True
-        # Every claim has committed (the share locks above waited for those in flight): the packet's end
-        # comes after all of them. With nothing to refund every share was claimed: finished, not expired.
-        event_payloads.record_packet_end(
-            packet_id=packet.id, group_id=packet.group_id,
-            type=EventType.PACKET_EXPIRED if refunded else EventType.PACKET_FINISHED,
-            settled=(packet, shares),
-        )
-        return amount
+        refunded_shares += free
+        packet.settled_at, packet.refunded_amount = now, amount
+        # Every claim has committed (the share locks saw to it): the packet's end comes after all of
+        # them. With nothing to refund every share was claimed: finished, not expired.
+        ends.append((packet, shares, EventType.PACKET_EXPIRED if free else EventType.PACKET_FINISHED))
+
+    Share.objects.filter(id__in=[share.id for share in refunded_shares]).update(refunded=True)
+    if postings:
+        ledger_post_many(postings)
+    # After the shares and the postings: the database checks the settlement against both.
+    rows, params = rows_sql(["uuid", "bigint"],
+                            [[db_value(Packet, "id", packet.id), packet.refunded_amount] for packet in settling])
+    with connection.cursor() as cursor:
+        cursor.execute(_MARK_SETTLED.format(rows=rows), [*params, db_value(Packet, "settled_at", now)])
+    event_payloads.record_packets_settled(ends)
+    return {packet.id: packet.refunded_amount for packet in settling}
 
 
 _ANY_FREE_SHARE = (
@@ -554,20 +609,6 @@ def packets_finish_claimed(*, since: datetime) -> int:
     ended = event_keys_recorded(keys=[event_payloads.packet_end_key(p) for p in packet_ids])
     return sum(
         packet_finish_if_claimed(packet_id=uuid.UUID(p)) for p in packet_ids if event_payloads.packet_end_key(p) not in ended
-    )
-
-
-def packet_take_due(*, skip: set[uuid.UUID] = frozenset()) -> uuid.UUID | None:
-    """Row-lock the oldest packet due for its refund that no other sweep holds, inside the
-    caller's transaction; None when there is none. Sweeps running at once take disjoint
-    packets (SKIP LOCKED) instead of queueing behind each other on the same ones."""
-    return (
-        Packet.objects.select_for_update(skip_locked=True)
-        .filter(settled_at__isnull=True, expires_at__lte=timezone.now())
-        .exclude(id__in=skip)
-        .order_by("expires_at")
-        .values_list("id", flat=True)
-        .first()
     )
 
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from redpackets.services import packet_refund_expired, packet_take_due, packets_due_count, packets_finish_claimed
+from redpackets.services import packets_due_count, packets_finish_claimed, packets_settle, packets_take_due
 
 # Packets with a claim this recent are checked; an older one ends at the latest with its expiry refund.
 FINISH_SWEEP_WINDOW = timedelta(minutes=10)
@@ -19,40 +19,48 @@ logger = logging.getLogger(__name__)
 
 @shared_task(acks_late=True)
 def refund_expired_packets(fan_out: bool = False) -> int:
-    """Refund packets past their expiry, oldest first, until none is due (or for at most
-    REDPACKET_SWEEP_SECONDS); returns how many it settled.
+    """Refund packets past their expiry, oldest first, REDPACKET_SWEEP_BATCH per commit, until
+    none is due (or for at most REDPACKET_SWEEP_SECONDS); returns how many it settled.
 
     Safe to run twice, on many workers at once, or again after a worker died halfway:
-    each packet is taken under its row lock with SKIP LOCKED, so sweeps at once take
-    different packets, and settled exactly once by `packet_refund_expired` (in a
-    savepoint of that transaction, so one broken packet does not hold back the rest).
-    Beat's run (`fan_out`) with a backlog of more than REDPACKET_SWEEP_BATCH packets
-    starts REDPACKET_SWEEP_TASKS - 1 more sweeps, one per worker process.
+    each batch is taken under its packets' row locks with SKIP LOCKED, so sweeps at once
+    take different packets, and settled exactly once by `packets_settle` (in a savepoint
+    of that transaction; should the batch fail, packet by packet, so one broken packet
+    does not hold back the rest). Beat's run (`fan_out`) with a backlog of more than a
+    batch starts REDPACKET_SWEEP_TASKS - 1 more sweeps, one per worker process.
     """
-    if fan_out and settings.REDPACKET_SWEEP_TASKS > 1:
-        if packets_due_count(limit=settings.REDPACKET_SWEEP_BATCH + 1) > settings.REDPACKET_SWEEP_BATCH:
-            for _ in range(settings.REDPACKET_SWEEP_TASKS - 1):
-                refund_expired_packets.delay()
+    batch = settings.REDPACKET_SWEEP_BATCH
+    if fan_out and settings.REDPACKET_SWEEP_TASKS > 1 and packets_due_count(limit=batch + 1) > batch:
+        for _ in range(settings.REDPACKET_SWEEP_TASKS - 1):
+            refund_expired_packets.delay()
     settled = 0
-    skip = set()  # failed or found settled in this run: left to the next sweep
+    skip = set()  # failed, or a claim held a share: left to the next sweep
     deadline = time.monotonic() + settings.REDPACKET_SWEEP_SECONDS
     while time.monotonic() < deadline:
         with transaction.atomic():
-            packet_id = packet_take_due(skip=skip)
-            if packet_id is None:
+            packets = packets_take_due(limit=batch, skip=skip)
+            if not packets:
                 break
-            try:
-                refunded = packet_refund_expired(packet_id=packet_id)
-            except Exception:
-                logger.exception("Refund of packet %s failed", packet_id)
-                refunded = None
-            if refunded is None:
-                skip.add(packet_id)
-            else:
-                settled += 1
+            done = _settled_apart_from_failures(packets)
+        skip.update(packet.id for packet in packets if packet.id not in done)
+        settled += len(done)
     if settled:
         logger.info("Settled %d expired packets", settled)
     return settled
+
+
+def _settled_apart_from_failures(packets: list) -> set:
+    """The ids `packets_settle` settled, in a savepoint; when the batch fails, halves of it, down
+    to the one packet that fails, which is logged and left out."""
+    try:
+        with transaction.atomic():
+            return set(packets_settle(packets=packets, wait_for_claims=False))
+    except Exception:
+        if len(packets) == 1:
+            logger.exception("Refund of packet %s failed", packets[0].id)
+            return set()
+    half = len(packets) // 2
+    return _settled_apart_from_failures(packets[:half]) | _settled_apart_from_failures(packets[half:])
 
 
 @shared_task(acks_late=True)

@@ -340,8 +340,9 @@ REDPACKET_SWEEP_SECONDS = env_int("REDPACKET_SWEEP_SECONDS", 60)
 REDPACKET_MAX_SHARE = env_int("REDPACKET_MAX_SHARE", 20000)
 REDPACKET_MAX_SHARES = env_int("REDPACKET_MAX_SHARES", 100)
 REDPACKET_GREETING_MAX_LENGTH = 100
-# A backlog larger than REDPACKET_SWEEP_BATCH is swept by REDPACKET_SWEEP_TASKS tasks at once.
-REDPACKET_SWEEP_BATCH = env_int("REDPACKET_SWEEP_BATCH", 500)
+# The sweep settles REDPACKET_SWEEP_BATCH packets per commit; a backlog larger than that
+# is swept by REDPACKET_SWEEP_TASKS tasks at once.
+REDPACKET_SWEEP_BATCH = env_int("REDPACKET_SWEEP_BATCH", 100)
 REDPACKET_SWEEP_TASKS = env_int("REDPACKET_SWEEP_TASKS", env_int("WORKER_CONCURRENCY", 2))
 # The key of the passphrases' HMACs. Without it, one derived from SECRET_KEY (which
 # production requires), under its own label so neither key reveals the other.

@@ -113,16 +113,16 @@ def test_money_is_conserved_while_the_refund_transaction_is_open_and_after_it_co
 
     # When the sweep's refund has posted its entry but not committed yet
     posted, release = threading.Event(), threading.Event()
-    real_post = services.ledger_post
+    real_post = services.ledger_post_many
 
-    def held_post(**kwargs):
-        result = real_post(**kwargs)
-        if kwargs["kind"] == TransactionKind.PACKET_REFUND:
+    def held_post(postings):
+        result = real_post(postings)
+        if any(posting.kind == TransactionKind.PACKET_REFUND for posting in postings):
             posted.set()
             assert release.wait(timeout=60)
         return result
 
-    monkeypatch.setattr(services, "ledger_post", held_post)
+    monkeypatch.setattr(services, "ledger_post_many", held_post)
     outcome = {}
 
     def sweep():

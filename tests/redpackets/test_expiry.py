@@ -25,7 +25,7 @@ from redpackets.services import packet_claim, packet_refund_expired, packet_send
 from redpackets.tasks import refund_expired_packets
 from tests.concurrency import run_concurrently
 from tests.factories import UserFactory, group_with_members
-from wallets.ledger import ledger_post
+from wallets.ledger import ledger_post, ledger_post_many
 from wallets.models import Account, AccountKind, LedgerEntry, LedgerTransaction, TransactionKind
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
@@ -216,107 +216,140 @@ class WorkerDied(BaseException):
 def _die_before_posting(monkeypatch):
     calls = []
 
-    def failing_post(**kwargs):
-        calls.append(kwargs)
+    def failing_post(postings):
+        calls.append(postings)
         if len(calls) == 2:
-            raise WorkerDied("killed before posting the refund")
-        return ledger_post(**kwargs)
+            raise WorkerDied("killed before posting the refunds")
+        return ledger_post_many(postings)
 
-    monkeypatch.setattr(services, "ledger_post", failing_post)
+    monkeypatch.setattr(services, "ledger_post_many", failing_post)
 
 
 def _die_after_posting(monkeypatch):
     calls = []
 
-    def failing_post(**kwargs):
-        posted = ledger_post(**kwargs)
-        calls.append(kwargs)
+    def failing_post(postings):
+        posted = ledger_post_many(postings)
+        calls.append(postings)
         if len(calls) == 2:
-            raise WorkerDied("killed after posting the refund, before settling the packet")
+            raise WorkerDied("killed after posting the refunds, before settling the packets")
         return posted
 
-    monkeypatch.setattr(services, "ledger_post", failing_post)
+    monkeypatch.setattr(services, "ledger_post_many", failing_post)
 
 
-def _die_between_packets(monkeypatch):
-    real, calls = services.packet_refund_expired, []
+def _die_between_batches(monkeypatch):
+    real, calls = services.packets_settle, []
 
-    def failing_refund(**kwargs):
+    def failing_settle(**kwargs):
         calls.append(kwargs)
         if len(calls) == 2:
-            raise WorkerDied("killed between two packets")
+            raise WorkerDied("killed between two batches")
         return real(**kwargs)
 
-    monkeypatch.setattr(tasks, "packet_refund_expired", failing_refund)
+    monkeypatch.setattr(tasks, "packets_settle", failing_settle)
 
 
 @pytest.mark.parametrize(
-    "crash", [_die_before_posting, _die_after_posting, _die_between_packets],
-    ids=["before-posting", "after-posting", "between-packets"],
+    "crash", [_die_before_posting, _die_after_posting, _die_between_batches],
+    ids=["before-posting", "after-posting", "between-batches"],
 )
 def test_a_sweep_that_dies_halfway_leaves_nothing_half_done_and_the_next_one_finishes(
     sender, crowd, group, monkeypatch, crash
 ):
-    # Given four expired packets, each partly claimed
-    packets = [send(sender, group, share_count=4, total_amount=1_000 * (i + 1)) for i in range(4)]
+    # Given six expired packets, each partly claimed, swept two per commit
+    packets = [send(sender, group, share_count=4, total_amount=1_000 * (i + 1)) for i in range(6)]
     for packet in packets:
         packet_claim(packet_id=packet.id, user=random.choice(crowd))
     wait_until_expired(*packets)
     before = balance_of(sender)
 
-    # When the sweep dies while handling the second packet
+    # When the sweep dies while settling its second batch
     crash(monkeypatch)
-    with pytest.raises(WorkerDied):
+    with override_settings(REDPACKET_SWEEP_BATCH=2), pytest.raises(WorkerDied):
         refund_expired_packets()
     monkeypatch.undo()
 
-    # Then the first packet is refunded and the others are untouched
-    first_refund = assert_refunded_once(packets[0])
-    for packet in packets[1:]:
+    # Then the first batch is refunded and the others are untouched
+    first_refunds = [assert_refunded_once(packet) for packet in packets[:2]]
+    for packet in packets[2:]:
         packet.refresh_from_db()
         assert packet.settled_at is None
         assert packet.refunded_amount == 0
         assert not Share.objects.filter(packet=packet, refunded=True).exists()
         assert refunds_of(packet).count() == 0
-    assert balance_of(sender) == before + first_refund
+    assert balance_of(sender) == before + sum(first_refunds)
     call_command("reconcile")
 
     # When the next sweep runs, and another after it
-    assert refund_expired_packets() == 3
+    assert refund_expired_packets() == 4
     assert refund_expired_packets() == 0
 
     # Then every packet was refunded exactly once
     refunded = [assert_refunded_once(packet) for packet in packets]
     assert balance_of(sender) == before + sum(refunded)
-    assert LedgerTransaction.objects.filter(kind=TransactionKind.PACKET_REFUND).count() == 4
+    assert LedgerTransaction.objects.filter(kind=TransactionKind.PACKET_REFUND).count() == 6
     call_command("reconcile")
 
 
-def test_a_packet_that_cannot_settle_does_not_hold_back_the_others(sender, crowd, group, monkeypatch):
-    # Given three expired packets, the oldest of which fails to refund every time
-    packets = [send(sender, group, share_count=2, total_amount=500 * (i + 1)) for i in range(3)]
+def test_a_packet_that_cannot_settle_does_not_hold_back_the_others_of_its_batch(sender, crowd, group, monkeypatch):
+    # Given five expired packets, the second oldest of which fails to refund every time
+    packets = [send(sender, group, share_count=2, total_amount=500 * (i + 1)) for i in range(5)]
     wait_until_expired(*packets)
-    real = services.packet_refund_expired
+    real, batches = services.packets_settle, []
 
-    def refund_all_but_the_first(*, packet_id, **kwargs):
-        if packet_id == packets[0].id:
+    def refund_all_but_the_broken_one(*, packets, **kwargs):
+        batches.append(len(packets))
+        if any(packet.id == broken.id for packet in packets):
             raise RuntimeError("this packet is broken")
-        return real(packet_id=packet_id, **kwargs)
+        return real(packets=packets, **kwargs)
 
-    monkeypatch.setattr(tasks, "packet_refund_expired", refund_all_but_the_first)
+    broken = packets[1]
+    monkeypatch.setattr(tasks, "packets_settle", refund_all_but_the_broken_one)
 
     # When the sweep runs
     settled = refund_expired_packets()
 
-    # Then the other two are refunded, and the broken one stays due for the next sweep
-    assert settled == 2
-    for packet in packets[1:]:
-        assert_refunded_once(packet)
-    packets[0].refresh_from_db()
-    assert packets[0].settled_at is None
+    # Then the other four are refunded, and the broken one stays due for the next sweep
+    assert settled == 4
+    assert batches[0] == 5  # the whole batch first, then parts of it
+    for packet in packets:
+        if packet.id != broken.id:
+            assert_refunded_once(packet)
+    broken.refresh_from_db()
+    assert broken.settled_at is None
+    assert not Share.objects.filter(packet=broken, refunded=True).exists()
     monkeypatch.undo()
     assert refund_expired_packets() == 1
-    assert_refunded_once(packets[0])
+    assert_refunded_once(broken)
+    call_command("reconcile")
+
+
+def test_one_batch_refunds_many_packets_of_one_sender_each_once_with_an_unbroken_balance_chain(sender, crowd, group):
+    # Given twelve expired packets of one sender, partly claimed, and one of another sender
+    other = UserFactory(balance=10_000)
+    group_with_members(other, crowd, name="Other")
+    packets = [send(sender, group, share_count=3, total_amount=300 + i) for i in range(12)]
+    packets.append(send(other, group_with_members(other, crowd[:3], name="Third"), share_count=2, total_amount=77))
+    for packet in packets[::3]:
+        packet_claim(packet_id=packet.id, user=crowd[0])
+    wait_until_expired(*packets)
+    before = balance_of(sender)
+
+    # When one sweep settles them all in one commit
+    with override_settings(REDPACKET_SWEEP_BATCH=100):
+        assert refund_expired_packets() == 13
+
+    # Then each was refunded once, the sender's entries chain one after the other, and reconcile agrees
+    refunded = [assert_refunded_once(packet) for packet in packets]
+    assert balance_of(sender) == before + sum(refunded[:12])
+    assert balance_of(other) == 10_000 - 77 + refunded[12]
+    entries = list(LedgerEntry.objects.filter(account__user=sender).order_by("id").values_list("amount", "balance_after"))
+    running = 0
+    for amount, balance_after in entries:
+        running += amount
+        assert balance_after == running
+    assert running == balance_of(sender)
     call_command("reconcile")
 
 
