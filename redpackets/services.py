@@ -564,6 +564,9 @@ def packets_settle(*, packets: list[Packet], wait_for_claims: bool) -> dict[uuid
         # them. With nothing to refund every share was claimed: finished, not expired.
         ends.append((packet, shares, EventType.PACKET_EXPIRED if free else EventType.PACKET_FINISHED))
 
+    # The events first: rendering them is the batch's longest step, and the senders' wallets are
+    # not locked yet (their own sends and claims wait only for the last few statements).
+    event_payloads.record_packets_settled(ends)
     Share.objects.filter(id__in=[share.id for share in refunded_shares]).update(refunded=True)
     if postings:
         ledger_post_many(postings)
@@ -572,7 +575,6 @@ def packets_settle(*, packets: list[Packet], wait_for_claims: bool) -> dict[uuid
                             [[db_value(Packet, "id", packet.id), packet.refunded_amount] for packet in settling])
     with connection.cursor() as cursor:
         cursor.execute(_MARK_SETTLED.format(rows=rows), [*params, db_value(Packet, "settled_at", now)])
-    event_payloads.record_packets_settled(ends)
     return {packet.id: packet.refunded_amount for packet in settling}
 
 
