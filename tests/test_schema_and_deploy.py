@@ -349,15 +349,18 @@ def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
     assert "DJANGO_SECRET_KEY" in result.stderr
 
 
-def test_production_settings_without_a_pin_key_start_with_a_derived_key_and_a_warning(tmp_path):
+def test_production_settings_without_a_pin_key_fail_the_deploy_checks_but_still_start(tmp_path):
     env = production_env()
     del env["PIN_KEY"]
 
-    result = manage("check", "--deploy", env=env, tmp_path=tmp_path)
+    checked = manage("check", "--deploy", env=env, tmp_path=tmp_path)
+    started = manage("shell", "-c", "from django.conf import settings; print(settings.PIN_KEY_ID)",
+                     env=env, tmp_path=tmp_path)
 
-    assert result.returncode == 0, result.stderr
-    assert "wallets.W001" in result.stderr + result.stdout
-    assert "wallets.E00" not in result.stderr + result.stdout
+    assert checked.returncode != 0
+    assert "wallets.E004" in checked.stderr + checked.stdout
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip().splitlines()[-1] == "from-secret"
 
 
 @pytest.mark.parametrize("reason", ["short", "the secret key"])

@@ -27,11 +27,11 @@ SECURE_HSTS_PRELOAD = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 
-# Its own secret (wallets/pins.py); the deploy checks `wallets.E001`-`E003` refuse a
-# short one or DJANGO_SECRET_KEY reused. A deployment configured with only the
-# contract's variables still starts: its PINs are keyed by a key derived from
-# DJANGO_SECRET_KEY under the id PIN_KEY_DERIVED_ID, `check --deploy` warns
-# (wallets.W001), and setting PIN_KEY later rotates every PIN to it on its next use.
+# Its own secret (wallets/pins.py), required: the deploy checks refuse a missing one
+# (`wallets.E004`), a short one or DJANGO_SECRET_KEY reused (`E001`-`E003`). Without it
+# the processes still start, for a client that runs the service with only the contract's
+# variables: its PINs are keyed by a key derived from DJANGO_SECRET_KEY under the id
+# PIN_KEY_DERIVED_ID, and setting PIN_KEY later rotates every PIN to it on its next use.
 if os.environ.get("PIN_KEY"):
     PIN_KEY = os.environ["PIN_KEY"]
     PIN_RETIRED_KEYS = {PIN_KEY_DERIVED_ID: pin_key_derived_from(SECRET_KEY), **PIN_RETIRED_KEYS}
