@@ -11,9 +11,10 @@ import time
 from datetime import timedelta
 from unittest import mock
 
+import psycopg
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -322,6 +323,41 @@ def test_a_packet_that_cannot_settle_does_not_hold_back_the_others_of_its_batch(
     monkeypatch.undo()
     assert refund_expired_packets() == 1
     assert_refunded_once(broken)
+    call_command("reconcile")
+
+
+def test_a_share_held_by_a_claim_in_flight_leaves_its_packet_to_a_later_sweep_and_holds_up_nothing_else(
+    sender, crowd, group
+):
+    # Given three expired packets, and a transaction elsewhere holding a free share of the second
+    packets = [send(sender, group, share_count=3, total_amount=600 + i) for i in range(3)]
+    wait_until_expired(*packets)
+    params = {**connection.get_connection_params(), "autocommit": False}
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    holder = psycopg.connect(**params)
+    holder.execute("SELECT id FROM redpackets_share WHERE packet_id = %s AND seq = 1 FOR UPDATE", [packets[1].id])
+
+    try:
+        # When the sweep runs (in one batch) while the share is held
+        started = time.monotonic()
+        settled = refund_expired_packets()
+
+        # Then it settled the other two at once, without waiting, and left the held one untouched
+        assert settled == 2
+        assert time.monotonic() - started < 5
+        assert_refunded_once(packets[0])
+        assert_refunded_once(packets[2])
+        packets[1].refresh_from_db()
+        assert packets[1].settled_at is None
+        assert not Share.objects.filter(packet=packets[1], refunded=True).exists()
+    finally:
+        holder.rollback()
+        holder.close()
+
+    # and once the share is free again the next sweep settles it, once
+    assert refund_expired_packets() == 1
+    assert_refunded_once(packets[1])
     call_command("reconcile")
 
 
