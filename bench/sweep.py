@@ -71,7 +71,6 @@ def _claimer(user_id: int, packet_ids: list, start: float, stop_at, counts, inde
     user = get_user_model().objects.get(pk=user_id)
     while time.time() < start:
         time.sleep(0.005)
-    done = []
     for packet_id in packet_ids:
         if time.time() >= stop_at.value:
             break
@@ -79,8 +78,7 @@ def _claimer(user_id: int, packet_ids: list, start: float, stop_at, counts, inde
             packet_claim(packet_id=packet_id, user=user)
         except ServiceError:
             pass
-        done.append(time.time())
-    counts[index] = len(done)
+        counts[index] += 1  # read live by the driver
     connections.close_all()
 
 
@@ -154,19 +152,23 @@ def sweep_phase(workers: int, backlog: int, world: dict, run_dir: Path) -> dict:
                  expires_first=now - timedelta(seconds=2), expires_step_ms=1000 / backlog)
     fill_seconds = time.monotonic() - t
     connection.close()
-    start, stop_at, counts, claimers = claims_running(world["claimer_ids"], world["live"], world["offset"], None)
+    _, stop_at, counts, claimers = claims_running(world["claimer_ids"], world["live"], world["offset"], None)
     time.sleep(1)
     worker = celery("worker", f"--concurrency={workers}", "--loglevel=warning", "-n", f"sweep{workers}-{os.getpid()}@%h",
                     log=run_dir / f"worker-{workers}.log")
     beat = celery("beat", "--loglevel=warning", "-s", str(run_dir / f"beat-{workers}"), log=run_dir / f"beat-{workers}.log")
-    max_lag, deadline = 0.0, time.time() + 600
+    due = Packet.objects.filter(settled_at__isnull=True, expires_at__lte=now)
+    max_lag, deadline, samples = 0.0, time.time() + 600, []
     try:
         while time.time() < deadline:
             oldest = Packet.objects.filter(settled_at__isnull=True, expires_at__lte=timezone.now()).aggregate(
                 m=Min("expires_at"))["m"]
             if oldest is None:
+                samples.append((time.time(), sum(counts)))
                 break
             max_lag = max(max_lag, (timezone.now() - oldest).total_seconds())
+            if due.count() < backlog:  # the sweep has started: claims are counted from here
+                samples.append((time.time(), sum(counts)))
             time.sleep(0.5)
     finally:
         stop_at.value = time.time()
@@ -177,13 +179,13 @@ def sweep_phase(workers: int, backlog: int, world: dict, run_dir: Path) -> dict:
     settled = Packet.objects.filter(settled_at__isnull=False, expires_at__gte=now - timedelta(seconds=3))
     window = settled.aggregate(first=Min("settled_at"), last=Max("settled_at"))
     seconds = (window["last"] - window["first"]).total_seconds()
-    # Claims made inside the sweep's window, from the claimers' own timestamps is overkill:
-    # they ran from `start` to the end of the drain; the rate is over that whole time.
-    claim_seconds = stop_at.value - start
+    # Claims while the sweep ran: from the first sample that saw a packet settled to the drain.
+    (first_at, first_claims), (last_at, last_claims) = samples[0], samples[-1]
     world["offset"] += max(counts) + 1
     return {"workers": workers, "backlog": backlog, "fill_seconds": fill_seconds,
             "settled": settled.count(), "seconds": seconds, "refunds_per_s": backlog / seconds if seconds else 0.0,
-            "max_lag": max_lag, "claims_per_s": sum(counts) / claim_seconds}
+            "max_lag": max_lag,
+            "claims_per_s": (last_claims - first_claims) / (last_at - first_at) if last_at > first_at else float("nan")}
 
 
 def exactly_once() -> list[str]:
@@ -235,10 +237,15 @@ def main() -> int:
     connection.close()
 
     sends = send_rate(world["senders"], group.id, 6)
-    start, stop_at, counts, procs = claims_running(world["claimer_ids"], world["live"], 0, args.claim_seconds)
+    # Claims alone, counted as during the sweeps: between two samples once the claimers run.
+    start, stop_at, counts, procs = claims_running(world["claimer_ids"], world["live"], 0, None)
+    time.sleep(start + 1 - time.time())
+    first_at, first_claims = time.time(), sum(counts)
+    time.sleep(args.claim_seconds)
+    baseline = (sum(counts) - first_claims) / (time.time() - first_at)
+    stop_at.value = time.time()
     for p in procs:
         p.join()
-    baseline = sum(counts) / args.claim_seconds
     world["offset"] = max(counts) + 1
     phases = [sweep_phase(workers, args.packets, world, run_dir) for workers in (1, 2)]
     problems = exactly_once()
@@ -270,13 +277,14 @@ def main() -> int:
         "",
         "Targets: refunds/s at least 2x sends/s; claims during the sweep within 20% of claims alone. "
         "The sends here skip HTTP (bench/load measures those); the lag includes the worker's start-up, since "
-        "the backlog is already expired when the worker starts. What moved it: each sweep takes the oldest due "
-        "packet with `FOR UPDATE SKIP LOCKED` and settles it in a savepoint of that transaction, so two workers "
-        "take different packets instead of queueing on the same row locks (before, both swept the same 500 "
-        "ids and the second waited on each lock to find it settled); a sweep runs until nothing is due "
-        "(at most REDPACKET_SWEEP_SECONDS) instead of 500 packets per beat tick, which capped the sweep at "
-        "500 per REDPACKET_SWEEP_SECONDS/4 (33/s with the default 60 s); beat's sweep on a backlog starts "
-        "one more per worker process (REDPACKET_SWEEP_TASKS); the refund reads its sender with the packet.",
+        "the backlog is already expired when the worker starts; claims/s counts the claims made between the "
+        "first settlement the driver saw and the drain. What moved it: the sweep settles its packets "
+        "REDPACKET_SWEEP_BATCH (100) per commit, set-based (`packets_settle`): the packets taken with `FOR UPDATE "
+        "SKIP LOCKED` (sweeps at once take disjoint batches), every share of the batch locked in one statement, "
+        "one UPDATE marking the free ones refunded, the refunds posted by `ledger_post_many` (one statement per "
+        "table for the batch), one UPDATE settling the packets and one INSERT of their end events, rendered by "
+        "one serializer for the batch (DRF copies a serializer's fields per instance). Before (one ORM pass per "
+        "packet, about 15 round trips): 39 refunds/s with 1 worker against 206 sends/s, claims at 56%.",
     ]
     text = "\n".join(lines)
     print(text)
