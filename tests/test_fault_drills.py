@@ -1,7 +1,8 @@
 """Fault drills: real processes, real faults, each bounded well under a minute.
 
-1. A Celery worker is SIGKILLed in the middle of a refund sweep, then replaced:
-   every expired packet is refunded exactly once.
+1. A Celery worker is SIGKILLed in the middle of a refund sweep (a batch's
+   transaction open, waiting on a wallet lock), then replaced: every expired
+   packet is refunded exactly once.
 2. Redis (broker and throttle cache) hangs, dies and comes back while packets are
    sent and claimed over HTTP: every answer is a success or the JSON envelope,
    nothing is half-applied, and the refunds happen once Redis is back.
@@ -266,17 +267,19 @@ def wait_until(predicate, *, timeout: float, what: str, procs_alive: list[Proc] 
 
 
 def test_a_worker_killed_mid_sweep_and_replaced_refunds_every_expired_packet_exactly_once(procs, monkeypatch):
-    # Given 40 packets that expired an hour ago, partly claimed, while no worker ran
-    packet_count, blocked_at = 40, 15
-    sender = UserFactory(balance=1_000_000)
+    # Given 40 packets that expired an hour ago, partly claimed, while no worker ran: the first 15
+    # in expiry order from one sender, the rest from another
+    packet_count, blocked_at, batch = 40, 15, 5
+    senders = [UserFactory(balance=1_000_000), UserFactory(balance=1_000_000)]
     crowd = [UserFactory(pin=None) for _ in range(3)]
-    group = group_with_members(sender, crowd)
+    groups = [group_with_members(sender, crowd) for sender in senders]
     start = timezone.now() - timedelta(hours=2)
     packets = []
     with monkeypatch.context() as m, override_settings(REDPACKET_TTL_SECONDS=3600):
         for index in range(packet_count):
             moment = start + timedelta(seconds=index)  # expiry order is send order
             m.setattr(timezone, "now", lambda moment=moment: moment)
+            sender, group = (senders[0], groups[0]) if index < blocked_at else (senders[1], groups[1])
             packet = packet_send(sender=sender, group_id=group.id, kind=PacketKind.FIXED, share_count=3,
                                  share_amount=100 + index)
             for claimer in crowd[: index % 3]:
@@ -284,14 +287,15 @@ def test_a_worker_killed_mid_sweep_and_replaced_refunds_every_expired_packet_exa
             packets.append(packet)
     assert all(p.expires_at < timezone.now() for p in packets)
     ids = [p.id for p in packets]
-    before = balance_of(sender)
+    before = [balance_of(sender) for sender in senders]
     unclaimed = sum(p.total_amount for p in packets) - claimed_in(ids)
 
-    # and the test holding the share rows of the 16th packet in expiry order, as a claim in flight
-    # would (a locked packet row the sweep skips: SKIP LOCKED; its refund waits on the shares)
+    # and the test holding the second sender's wallet row, as a send of theirs in flight would: a sweep
+    # of REDPACKET_SWEEP_BATCH=5 settles the first three batches, then its fourth (the 16th packet on)
+    # marks its shares refunded and waits to post the refunds, in an open transaction
     holder = control_connection(f"drill-lock-{procs.tag}")
     holder.autocommit = False
-    holder.execute("SELECT id FROM redpackets_share WHERE packet_id = %s FOR UPDATE", [ids[blocked_at]])
+    holder.execute("SELECT id FROM wallets_account WHERE user_id = %s AND kind = 'wallet' FOR UPDATE", [senders[1].pk])
     control = control_connection(f"drill-control-{procs.tag}")
     app_name = f"drill-worker-{procs.tag}"
 
@@ -307,7 +311,7 @@ def test_a_worker_killed_mid_sweep_and_replaced_refunds_every_expired_packet_exa
 
     try:
         # When a worker starts sweeping, blocks on that packet mid-way and is SIGKILLed there
-        first = procs.worker(procs.app_env(app_name))
+        first = procs.worker(procs.app_env(app_name, REDPACKET_SWEEP_BATCH=str(batch)))
         first.wait_until(" ready.")
         waited = wait_until(lambda: worker_waits_on_a_lock() and settled() == blocked_at, timeout=30,
                             what="the sweep blocking on the locked packet", procs_alive=[first])
@@ -328,7 +332,7 @@ def test_a_worker_killed_mid_sweep_and_replaced_refunds_every_expired_packet_exa
         assert settled() == blocked_at  # the orphaned session refunded nothing more
 
         # and a new worker starts (same beat schedule file)
-        second = procs.worker(procs.app_env(app_name))
+        second = procs.worker(procs.app_env(app_name, REDPACKET_SWEEP_BATCH=str(batch)))
         took = wait_until(lambda: settled() == packet_count, timeout=30, what="every packet settled",
                           procs_alive=[second])
         time.sleep(1.5)  # a few more sweeps run over the settled packets
@@ -339,7 +343,7 @@ def test_a_worker_killed_mid_sweep_and_replaced_refunds_every_expired_packet_exa
     # Then every expired packet was refunded exactly once, and the ledger reconciles
     assert_settled_once(ids)
     assert LedgerTransaction.objects.filter(packet_id__in=ids, kind=TransactionKind.PACKET_REFUND).count() == packet_count
-    assert balance_of(sender) == before + unclaimed
+    assert sum(balance_of(sender) for sender in senders) == sum(before) + unclaimed
     assert second.alive()
     call_command("reconcile")
     print(f"drill 1: {packet_count} expired packets; sweep blocked after {blocked_at} settled ({waited:.1f} s); "
