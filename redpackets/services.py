@@ -204,7 +204,8 @@ def packet_send(
         wallet_id, currency = wallet.id, wallet.currency
     now = timezone.now()
     packet_id = uuid.uuid4()
-    with transaction.atomic():
+    # No savepoint: a failure here fails the caller's transaction too (the Idempotency-Key's included).
+    with transaction.atomic(savepoint=False):
         if escrow_id is None:
             escrow_id = system_account(code=SystemAccount.ESCROW, currency=currency).id
         ledger_post(
