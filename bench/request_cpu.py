@@ -15,7 +15,8 @@ rounds alternate the trees (A B, then B A, ...); each round measures every reque
 over `--requests` requests on one kept-alive connection. CPU comes from /proc (psutil):
 the gunicorn master and workers, and every backend of the tree's database but the
 sampler's own. Medians of the rounds are printed: on a shared machine the rates move,
-per-request CPU much less, and only figures of the same run are compared.
+per-request CPU much less, and only figures of the same run are compared; with two
+trees, the median of the per-round differences too.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/redpackets \\
         python bench/request_cpu.py [--base HEAD~1] [--rounds 7] [--requests 200] [--only claim,send]
@@ -283,6 +284,13 @@ def main() -> None:
             db = statistics.median(r[1] for r in rows)
             total = statistics.median(r[0] + r[1] for r in rows)
             print(f"| {name} | {kind} | {web:.2f} | {db:.2f} | {total:.2f} |")
+    if len(trees) == 2:
+        # Paired by round (both trees measured within minutes of each other): steadier than the
+        # difference of the medians when other work on the machine comes and goes.
+        print("\nB - A per round, median (and the rounds' range), web + db ms:")
+        for kind in kinds:
+            diffs = sorted(sum(b) - sum(a) for a, b in zip(figures[("A", kind)], figures[("B", kind)]))
+            print(f"  {kind}: {statistics.median(diffs):+.2f} ({diffs[0]:+.2f} to {diffs[-1]:+.2f})")
 
 
 if __name__ == "__main__":
