@@ -35,7 +35,7 @@ from config.pagination import NewestFirstCursorPagination
 from config.replicas import ReadsFromReplica
 from events.models import EventType
 from events.schema import event_data
-from redpackets import selectors, services
+from redpackets import event_payloads, selectors, services
 from redpackets.models import PacketKind, PacketStatus
 from wallets.idempotency import idempotency_key, run_idempotent
 from wallets.services import pin_require_set, pin_verify
@@ -425,8 +425,7 @@ class PacketSendApi(APIView):
                 passphrase=data.get("passphrase"),
                 hint=data["hint"],
             )
-            view = selectors.packet_view_of_sent(packet, viewer=request.user)
-            return status.HTTP_201_CREATED, PacketOutputSerializer(view).data
+            return status.HTTP_201_CREATED, event_payloads.packet_sent_rendered(packet)
 
         status_code, body = run_idempotent(request, execute)
         return Response(body, status=status_code)
