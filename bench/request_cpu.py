@@ -10,7 +10,7 @@ one request at a time so that each figure is that request's own cost:
 
 Each tree (this checkout, and with `--base REF` that commit, extracted by `git archive`)
 gets its own database (`<DATABASE_URL's name>_cpu_a` / `_cpu_b`), its own gunicorn
-(production settings, API_THROTTLE=off, 1 worker x `--threads` threads, 4 by default) and its own seed. The
+(production settings, API_THROTTLE=off, `--workers` x `--threads`, 1 x 4 by default) and its own seed. The
 rounds alternate the trees (A B, then B A, ...); each round measures every request kind
 over `--requests` requests on one kept-alive connection. CPU comes from /proc (psutil):
 the gunicorn master and workers, and every backend of the tree's database but the
@@ -83,8 +83,8 @@ def base_name() -> str:
 class Tree:
     """One code tree served by its own gunicorn on its own database."""
 
-    def __init__(self, label: str, path: Path, port: int, workdir: Path, threads: int = 4):
-        self.label, self.path, self.port, self.threads = label, path, port, threads
+    def __init__(self, label: str, path: Path, port: int, workdir: Path, workers: int = 1, threads: int = 4):
+        self.label, self.path, self.port, self.workers, self.threads = label, path, port, workers, threads
         self.database = f"{base_name()}_cpu_{label.lower()}"
         self.var = workdir / label
         self.var.mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,7 @@ class Tree:
         log = open(self.var / "gunicorn.log", "w")  # noqa: SIM115 (lives as long as the server)
         self.gunicorn = subprocess.Popen(
             [str(BIN / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", "1", "--threads", str(self.threads), "--access-logfile", str(self.var / "access.log")],
+             "--workers", str(self.workers), "--threads", str(self.threads), "--access-logfile", str(self.var / "access.log")],
             cwd=self.path, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
@@ -241,7 +241,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests per kind per round")
     parser.add_argument("--only", default=",".join(KINDS), help="comma-separated kinds: " + ", ".join(KINDS))
     parser.add_argument("--port", type=int, default=8765, help="tree A's port; B's is the next one")
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads (1: the sync worker)")
+    parser.add_argument("--workers", type=int, default=1, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker (1: the sync worker)")
     args = parser.parse_args()
     kinds = [k for k in args.only.split(",") if k]
 
@@ -249,8 +250,8 @@ def main() -> None:
         workdir = Path(tmp)
         trees = []
         if args.base:
-            trees.append(Tree("A", extract(args.base, workdir), args.port, workdir, args.threads))
-        trees.append(Tree("B", ROOT, args.port + 1, workdir, args.threads))
+            trees.append(Tree("A", extract(args.base, workdir), args.port, workdir, args.workers, args.threads))
+        trees.append(Tree("B", ROOT, args.port + 1, workdir, args.workers, args.threads))
         try:
             for tree in trees:
                 tree.prepare()
