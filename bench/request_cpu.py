@@ -285,6 +285,14 @@ def main() -> None:
             db = statistics.median(r[1] for r in rows)
             total = statistics.median(r[0] + r[1] for r in rows)
             print(f"| {name} | {kind} | {web:.2f} | {db:.2f} | {total:.2f} |")
+    if "trivial" in kinds:
+        # On saturated cores a request's rate is inversely proportional to its CPU: the goal's ratios.
+        print("\nRate against the trivial read's (its CPU over this request's), per round, median:")
+        for tree in trees:
+            trivial = figures[(tree.label, "trivial")]
+            ratios = {kind: statistics.median(sum(t) / sum(r) for t, r in zip(trivial, figures[(tree.label, kind)]))
+                      for kind in kinds if kind != "trivial"}
+            print(f"  {tree.label}: " + ", ".join(f"{kind} {ratio:.0%}" for kind, ratio in ratios.items()))
     if len(trees) == 2:
         # Paired by round (both trees measured within minutes of each other): steadier than the
         # difference of the medians when other work on the machine comes and goes.
