@@ -117,7 +117,7 @@ class Tree:
         out = subprocess.run([python, "-c", SEED % {"pin": PIN, "claimers": CLAIMERS}], cwd=self.path, env=self.env,
                              check=True, capture_output=True, text=True).stdout
         self.seed = json.loads(out.strip().splitlines()[-1])
-        log = open(self.var / "gunicorn.log", "w")  # noqa: SIM115 (lives as long as the server)
+        log = open(self.var / "gunicorn.log", "w")  # open as long as the server runs
         self.gunicorn = subprocess.Popen(
             [str(BIN / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
              "--workers", str(self.workers), "--threads", str(self.threads), "--access-logfile", str(self.var / "access.log")],
