@@ -2,8 +2,8 @@
 
 A packet is rendered exactly as GET /api/v1/packets/{id} renders it (same
 selector, same serializer), with my_claim null: a field added to the packet
-view appears in its events too. packet.sent renders the packet just sent, as the
-send's response does, without reading it (or its shares) back.
+view appears in its events too. packet.sent renders the packet just sent without
+reading it (or its shares) back, and the send's response is that same rendering.
 """
 
 import uuid
@@ -42,10 +42,19 @@ def packet_rendered(*, packet_id: uuid.UUID) -> dict:
     return _rendered(selectors.packet_detail_for_events(packet_id=packet_id))
 
 
+def packet_sent_rendered(packet: Packet) -> dict:
+    """A packet `packet_send` has just created, as GET /packets/{id} shows it to anyone (nobody has
+    claimed it, so my_claim is null whoever asks): packet.sent's packet and the send's response.
+
+    Rendered once per instance, without reading it back."""
+    if not hasattr(packet, "_sent_rendered"):
+        packet._sent_rendered = _rendered(selectors.packet_view_of_sent(packet, viewer=AnonymousUser()))
+    return packet._sent_rendered
+
+
 def record_packet_sent(*, packet: Packet) -> None:
-    """Rendered from the packet `packet_send` has just created, as its response is: no read back."""
     event_record(type=EventType.PACKET_SENT, group_id=packet.group_id, subject=str(packet.id),
-                 data={"packet": _rendered(selectors.packet_view_of_sent(packet, viewer=AnonymousUser()))})
+                 data={"packet": packet_sent_rendered(packet)})
 
 
 def record_packet_claimed(*, packet_id: uuid.UUID, group_id: uuid.UUID, username: str, amount: int,

@@ -21,7 +21,6 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -119,6 +118,21 @@ def _shares_create(*, packet_id: uuid.UUID, amounts: list[int]) -> None:
             cursor.execute(_INSERT_SHARES_FROM_JSON, [db_value(Packet, "id", packet_id), json.dumps(amounts)])
 
 
+# One read answers what a send asks before the money moves: is the sender a member, how many
+# members are there, and which are the sender's wallet and its currency's escrow (created on
+# first use when missing). The ORM's three queries cost more Python than the send's ledger work.
+_SEND_CONTEXT = f"""
+    SELECT (SELECT COUNT(*) FROM {GroupMembership._meta.db_table} m WHERE m.group_id = g.id) AS member_count,
+           w.id AS wallet_id, w.currency,
+           (SELECT e.id FROM {Account._meta.db_table} e
+             WHERE e.code = '{SystemAccount.ESCROW}' AND e.currency = w.currency) AS escrow_id
+    FROM {ChatGroup._meta.db_table} g
+    JOIN {GroupMembership._meta.db_table} me ON me.group_id = g.id AND me.user_id = %(user)s
+    LEFT JOIN {Account._meta.db_table} w ON w.user_id = %(user)s AND w.kind = '{AccountKind.WALLET}'
+    WHERE g.id = %(group)s
+"""
+
+
 @send_counted
 def packet_send(
     *,
@@ -137,15 +151,12 @@ def packet_send(
 
     A `passphrase` makes members answer it to claim; only its HMAC is kept.
     """
-    members = GroupMembership.objects.filter(group=OuterRef("pk")).order_by().values("group")
-    group = (
-        ChatGroup.objects.filter(id=group_id, memberships__user=sender)
-        .annotate(member_count=Subquery(members.annotate(n=Count("*")).values("n")))
-        .first()
-    )
-    if group is None:
+    with connection.cursor() as cursor:
+        cursor.execute(_SEND_CONTEXT, {"group": db_value(ChatGroup, "id", group_id), "user": sender.pk})
+        context = cursor.fetchone()
+    if context is None:
         raise NotFound("No such group.")
-    member_count = group.member_count
+    member_count, wallet_id, currency, escrow_id = context
     max_shares = min(member_count, settings.REDPACKET_MAX_SHARES)
     if not 1 <= share_count <= max_shares:
         raise ValidationFailed.on(
@@ -154,7 +165,7 @@ def packet_send(
 
     recipient = None
     if recipient_username is not None:
-        recipient = User.objects.filter(username=recipient_username, group_memberships__group=group).first()
+        recipient = User.objects.filter(username=recipient_username, group_memberships__group_id=group_id).first()
         if recipient is None:
             raise ValidationFailed.on("recipient", f"{recipient_username} is not a member of this group.")
         if share_count != 1:
@@ -191,29 +202,33 @@ def packet_send(
         amounts = allocation.split_fixed(share_amount=share_amount, share_count=share_count)
     total = sum(amounts)
 
-    wallet = wallet_get_or_create(user=sender)
+    if wallet_id is None:
+        wallet = wallet_get_or_create(user=sender)
+        wallet_id, currency = wallet.id, wallet.currency
     now = timezone.now()
     packet_id = uuid.uuid4()
-    with transaction.atomic():
-        escrow = system_account(code=SystemAccount.ESCROW, currency=wallet.currency)
+    # No savepoint: a failure here fails the caller's transaction too (the Idempotency-Key's included).
+    with transaction.atomic(savepoint=False):
+        if escrow_id is None:
+            escrow_id = system_account(code=SystemAccount.ESCROW, currency=currency).id
         ledger_post(
             kind=TransactionKind.PACKET_SEND,
-            wallet_legs={wallet.id: -total},
-            system_legs={escrow.id: total},
+            wallet_legs={wallet_id: -total},
+            system_legs={escrow_id: total},
             packet_id=packet_id,
             created_by_id=sender.pk,
         )
         packet = Packet.objects.create(
             id=packet_id,
-            group=group,
+            group_id=group_id,
             sender=sender,
             recipient=recipient,
             kind=kind,
             greeting=greeting,
-            currency=wallet.currency,
+            currency=currency,
             total_amount=total,
             share_count=share_count,
-            escrow_account=escrow,
+            escrow_account_id=escrow_id,
             created_at=now,
             expires_at=now + timedelta(seconds=settings.REDPACKET_TTL_SECONDS),
             split_seed=seed,

@@ -226,9 +226,18 @@ def pin_verify(*, user: AbstractBaseUser, pin: str | None, read: PaymentPin | No
         raise failure
 
 
+_PIN_READ_FIELDS = ("id", "user_id", "pin_hash", "pin_key_id", "failed_attempts", "locked_until")
+# Plain SQL: every send reads the PIN, and building the ORM's query costs more than the read.
+_PIN_READ = f"SELECT {', '.join(_PIN_READ_FIELDS)} FROM {PaymentPin._meta.db_table} WHERE user_id = %s"
+
+
 def _pin_unlocked(*, user: AbstractBaseUser) -> PaymentPin | None:
-    return PaymentPin.objects.filter(user=user).only("user_id", "pin_hash", "pin_key_id", "failed_attempts",
-                                                      "locked_until").first()
+    """The row without a lock, its other fields deferred (`locked_until` as the driver returns it:
+    naive on SQLite; only whether it is set is asked of it)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_PIN_READ, [user.pk])
+        row = cursor.fetchone()
+    return None if row is None else PaymentPin.from_db(connection.alias, _PIN_READ_FIELDS, row)
 
 
 def _pin_right_and_clean(record: PaymentPin | None, *, pin: str) -> bool:
