@@ -82,6 +82,12 @@ def _causing_request_id() -> str | None:
     return request_id[: Event._meta.get_field("request_id").max_length] if request_id else None
 
 
+_POSITION_EVENTS = f"""
+    WITH positioned (id, position) AS ({{rows}})
+    UPDATE {_EVENT_TABLE} SET position = positioned.position FROM positioned WHERE {_EVENT_TABLE}.id = positioned.id
+"""
+
+
 def events_relay(*, limit: int | None = None) -> int:
     """Give the committed events without a position the next feed positions; returns how many.
 
@@ -105,7 +111,11 @@ def events_relay(*, limit: int | None = None) -> int:
         top = Event.objects.aggregate(top=Max("position"))["top"] or 0
         for offset, event in enumerate(pending, start=1):
             event.position = top + offset
-        Event.objects.bulk_update(pending, ["position"], batch_size=500)
+        # One statement for the batch: the ORM's bulk_update builds a CASE branch per event, which cost
+        # more CPU than everything else the relay does.
+        rows, params = rows_sql(["bigint", "bigint"], [[event.id, event.position] for event in pending])
+        with connection.cursor() as cursor:
+            cursor.execute(_POSITION_EVENTS.format(rows=rows), params)
         endpoints = list(WebhookEndpoint.objects.filter(disabled_at__isnull=True))
         takers = {event.id: [endpoint for endpoint in endpoints if endpoint.takes(event.type)] for event in pending}
         Delivery.objects.bulk_create(
