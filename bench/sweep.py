@@ -37,6 +37,7 @@ CLAIMERS = 4
 SENDERS = 2
 HTTP_PORT = 8131
 HTTP_SENDERS = 40  # as bench/load's send phase: 40 senders in a closed loop
+OPEN_LOOP_SHARE = 0.6  # the paced claims: this share of what the claimers do back to back
 # The PINs are set by this driver and checked by gunicorn under production settings: one key for both.
 os.environ.setdefault("PIN_KEY", "bench-sweep-pin-key-0123456789abcdef0123456789")
 
@@ -71,36 +72,57 @@ from tests.factories import PIN, UserFactory  # noqa: E402
 # --- workers of the run ------------------------------------------------------------------
 
 
-def _claimer(user_id: int, packet_ids: list, start: float, stop_at, counts, index: int) -> None:
+def _claimer(user_id: int, packet_ids: list, start: float, stop_at, rate, counts, index: int, latencies) -> None:
+    """Claims `packet_ids` in order: back to back while `rate` is 0 (closed loop), else on a schedule of
+    `rate` claims/s shared by the CLAIMERS (open loop: each claim's latency from its scheduled time)."""
     from django.contrib.auth import get_user_model
 
     connections.close_all()
     user = get_user_model().objects.get(pk=user_id)
     while time.time() < start:
         time.sleep(0.005)
+    due, timed = None, []
     for packet_id in packet_ids:
         if time.time() >= stop_at.value:
             break
+        paced = rate.value
+        if paced:
+            due = time.time() if due is None else due + CLAIMERS / paced
+            time.sleep(max(0.0, due - time.time()))
         try:
             packet_claim(packet_id=packet_id, user=user)
         except ServiceError:
             pass
+        if paced:
+            timed.append((due, time.time() - due))
         counts[index] += 1  # read live by the driver
+    latencies.put(timed)
     connections.close_all()
 
 
 def claims_running(users: list[int], packets: list, offset: int, seconds: float | None):
-    """Start CLAIMERS processes claiming `packets[offset:]` in order; returns (stop_at, counts, procs)."""
+    """Start CLAIMERS processes claiming `packets[offset:]` in order, in a closed loop until the driver sets
+    `rate`; returns (start, stop_at, rate, counts, latencies, procs)."""
     ctx = mp.get_context("fork")
     stop_at = ctx.Value("d", time.time() + (seconds if seconds else 3600))
+    rate = ctx.Value("d", 0.0)
     counts = ctx.Array("i", CLAIMERS)
+    latencies = ctx.Queue()
     start = time.time() + 0.5
     connections.close_all()
-    procs = [ctx.Process(target=_claimer, args=(users[i], packets[offset:], start, stop_at, counts, i))
+    procs = [ctx.Process(target=_claimer, args=(users[i], packets[offset:], start, stop_at, rate, counts, i, latencies))
              for i in range(CLAIMERS)]
     for p in procs:
         p.start()
-    return start, stop_at, counts, procs
+    return start, stop_at, rate, counts, latencies, procs
+
+
+def percentiles(timed: list[tuple[float, float]], since: float, until: float) -> tuple[float, float, int]:
+    """p50 and p99 latency (ms) of the claims scheduled between `since` and `until`, and their number."""
+    window = sorted(latency for due, latency in timed if since <= due < until)
+    if not window:
+        return float("nan"), float("nan"), 0
+    return 1000 * window[len(window) // 2], 1000 * window[min(len(window) - 1, int(len(window) * 0.99))], len(window)
 
 
 def _sender(user_id: int, group_id, start: float, seconds: float, counts, index: int) -> None:
@@ -230,9 +252,15 @@ def stop(proc: subprocess.Popen) -> None:
 # --- the run -----------------------------------------------------------------------------------
 
 
-def sweep_phase(workers: int, backlog: int, claim_seconds: float, world: dict, run_dir: Path) -> dict:
-    """Worker and beat up, claims running; claims alone for `claim_seconds`, then the backlog falls due."""
-    due_at = timezone.now() + timedelta(seconds=claim_seconds + 12)
+def sweep_phase(workers: int, backlog: int, claim_seconds: float, world: dict, run_dir: Path, *,
+                open_loop: bool = False) -> dict:
+    """Worker and beat up, claims running: claims alone for `claim_seconds`, then the backlog falls due.
+
+    Closed loop: the claimers claim back to back (what the sweep's CPU takes from saturating claims).
+    `open_loop`: after the closed-loop figure, the claimers are paced at OPEN_LOOP_SHARE of it (a load
+    the machine can carry): their rate and latency alone, then while the backlog drains."""
+    alone_seconds = claim_seconds * (2 if open_loop else 1) + 2
+    due_at = timezone.now() + timedelta(seconds=alone_seconds + 15)
     t = time.monotonic()
     fill_packets(count=backlog, shares=5, claimed=2, group_id=world["group"], senders=world["senders"],
                  claimers=world["claimers"], escrow_id=world["escrow"], created_at=due_at - timedelta(days=1),
@@ -240,17 +268,28 @@ def sweep_phase(workers: int, backlog: int, claim_seconds: float, world: dict, r
     fill_seconds = time.monotonic() - t
     connection.close()
     worker = celery("worker", f"--concurrency={workers}", "--loglevel=warning", "-n", f"sweep{workers}-{os.getpid()}@%h",
-                    log=run_dir / f"worker-{workers}.log")
-    beat = celery("beat", "--loglevel=warning", "-s", str(run_dir / f"beat-{workers}"), log=run_dir / f"beat-{workers}.log")
-    start, stop_at, counts, claimers = claims_running(world["claimer_ids"], world["live"], world["offset"], None)
+                    log=run_dir / f"worker-{workers}-{open_loop}.log")
+    beat = celery("beat", "--loglevel=warning", "-s", str(run_dir / f"beat-{workers}-{open_loop}"),
+                  log=run_dir / f"beat-{workers}-{open_loop}.log")
+    start, stop_at, rate, counts, latencies, claimers = claims_running(
+        world["claimer_ids"], world["live"], world["offset"], None)
     backlog_packets = Packet.objects.filter(expires_at__gte=due_at, expires_at__lt=due_at + timedelta(seconds=2))
-    max_lag, deadline, samples = 0.0, time.time() + 600, []
+    max_lag, deadline, samples, timed = 0.0, time.time() + 600, [], []
+    figures = {"workers": workers, "backlog": backlog, "fill_seconds": fill_seconds, "open_loop": open_loop}
     try:
         # Claims alone: the same processes (the worker relaying the claims' events), nothing due yet.
         time.sleep(max(0.0, start + 2 - time.time()))
         alone_from, alone_claims = time.time(), sum(counts)
         time.sleep(claim_seconds)
-        alone = (sum(counts) - alone_claims) / (time.time() - alone_from)
+        figures["claims_alone_per_s"] = (sum(counts) - alone_claims) / (time.time() - alone_from)
+        if open_loop:
+            rate.value = OPEN_LOOP_SHARE * figures["claims_alone_per_s"]
+            time.sleep(2)
+            paced_from, paced_claims = time.time(), sum(counts)
+            time.sleep(claim_seconds)
+            figures["paced_alone"] = ((sum(counts) - paced_claims) / (time.time() - paced_from), paced_from, time.time())
+        if timezone.now() >= due_at:
+            raise RuntimeError("the backlog fell due before the claims alone were measured: raise its margin")
         while time.time() < deadline:
             oldest = Packet.objects.filter(settled_at__isnull=True, expires_at__lte=timezone.now()).aggregate(
                 m=Min("expires_at"))["m"]
@@ -264,18 +303,25 @@ def sweep_phase(workers: int, backlog: int, claim_seconds: float, world: dict, r
             time.sleep(0.25)
     finally:
         stop_at.value = time.time()
-        for p in claimers:
-            p.join()
         stop(beat)
         stop(worker)
+        for p in claimers:
+            if p.exitcode is None or p.exitcode == 0:
+                timed += latencies.get(timeout=60)
+        for p in claimers:
+            p.join()
     window = backlog_packets.aggregate(first=Min("settled_at"), last=Max("settled_at"))
     seconds = (window["last"] - window["first"]).total_seconds()
     (first_at, first_claims), (last_at, last_claims) = samples[0], samples[-1]
     world["offset"] += max(counts) + 1
-    return {"workers": workers, "backlog": backlog, "fill_seconds": fill_seconds,
-            "seconds": seconds, "refunds_per_s": backlog / seconds if seconds else 0.0, "max_lag": max_lag,
-            "claims_alone_per_s": alone,
-            "claims_per_s": (last_claims - first_claims) / (last_at - first_at) if last_at > first_at else float("nan")}
+    figures.update(seconds=seconds, refunds_per_s=backlog / seconds if seconds else 0.0, max_lag=max_lag,
+                   claims_per_s=(last_claims - first_claims) / (last_at - first_at) if last_at > first_at else float("nan"))
+    if open_loop:
+        paced_rate, paced_from, paced_until = figures["paced_alone"]
+        figures["paced_alone"] = (paced_rate, *percentiles(timed, paced_from, paced_until)[:2])
+        figures["paced_sweep"] = (figures["claims_per_s"], *percentiles(timed, first_at, last_at)[:2])
+        figures["offered"] = rate.value
+    return figures
 
 
 def exactly_once() -> list[str]:
@@ -329,6 +375,7 @@ def main() -> int:
     sends = send_rate(world["senders"], group.id, 6)
     http_sends = http_send_rate(world["senders"], group.id, 10, run_dir)
     phases = [sweep_phase(workers, args.packets, args.claim_seconds, world, run_dir) for workers in (1, 2)]
+    paced = sweep_phase(1, args.packets, args.claim_seconds, world, run_dir, open_loop=True)
     problems = exactly_once()
 
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -355,6 +402,13 @@ def main() -> int:
             f"| claims/s meanwhile, {ph['workers']} worker(s) | {ph['claims_per_s']:.0f} "
             f"({ph['claims_per_s'] / ph['claims_alone_per_s']:.0%} of nothing due) |",
         ]
+    (alone_rate, alone_p50, alone_p99), (sweep_rate, sweep_p50, sweep_p99) = paced["paced_alone"], paced["paced_sweep"]
+    lines += [
+        f"| paced claims ({OPEN_LOOP_SHARE:.0%} of {paced['claims_alone_per_s']:.0f}/s offered: {paced['offered']:.0f}/s), "
+        f"nothing due: claims/s, p50 / p99 ms | {alone_rate:.0f}, {alone_p50:.0f} / {alone_p99:.0f} |",
+        f"| paced claims while 1 worker settles the backlog ({paced['refunds_per_s']:.0f} refunds/s): claims/s, "
+        f"p50 / p99 ms | {sweep_rate:.0f} ({sweep_rate / alone_rate:.0%}), {sweep_p50:.0f} / {sweep_p99:.0f} |",
+    ]
     lines += [
         f"| backlog written in SQL | {phases[0]['fill_seconds']:.1f} s for {args.packets} packets |",
         f"| exactly once: expired packets unsettled / refunded twice / reconcile | "
