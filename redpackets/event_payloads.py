@@ -78,7 +78,7 @@ def record_packets_settled(settled: list[tuple[Packet, list[Share], EventType]])
     """The end events of packets their refunds have just settled, in one INSERT: each
     (packet, every one of its shares as the refund holds them with claimed_by fetched, type)
     is rendered without reading it back. A packet that had its end already keeps it."""
-    rendered = _rendered_many([selectors.packet_view_of_settled(packet, shares=shares, viewer=AnonymousUser())
+    rendered = _rendered_many([selectors.packet_view_of_shares(packet, shares=shares, viewer=AnonymousUser())
                                for packet, shares, _ in settled])
     event_record_many([
         NewEvent(type=type, group_id=packet.group_id, subject=str(packet.id), unique_key=packet_end_key(packet.id),

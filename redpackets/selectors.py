@@ -171,9 +171,9 @@ def packet_view(packet: Packet, *, viewer: AbstractBaseUser) -> PacketView:
     )
 
 
-def packet_view_of_settled(packet: Packet, *, shares: list[Share], viewer: AbstractBaseUser) -> PacketView:
-    """The view of a packet its refund has just settled, from every share as that transaction holds them
-    (claimed_by fetched): what `_packets_with_claims` would read back, without its subqueries."""
+def packet_view_of_shares(packet: Packet, *, shares: list[Share], viewer: AbstractBaseUser) -> PacketView:
+    """The view of a packet from its shares (claimed_by fetched; free ones may be left out), as a refund
+    that holds them or a plain read sees them: what `_packets_with_claims` would read, without its subqueries."""
     claimed = [s for s in shares if s.claimed_by_id is not None]
     packet.claimed_count = len(claimed)
     packet.claimed_amount = sum(s.amount for s in claimed)
@@ -200,8 +200,13 @@ def packet_detail(*, packet_id: uuid.UUID, viewer: AbstractBaseUser) -> PacketVi
 
 
 def packet_detail_for_events(*, packet_id: uuid.UUID) -> PacketView:
-    """The packet as every member sees it (my_claim null): what its events carry."""
-    return packet_view(_packets_with_claims().get(id=packet_id), viewer=AnonymousUser())
+    """The packet as every member sees it (my_claim null): what its events carry. Two key reads,
+    the packet and its shares: the last claim of a packet renders its packet.finished with them."""
+    packet = Packet.objects.select_related("sender", "recipient").get(id=packet_id)
+    # Claimed and refunded shares only: a free share's amount never leaves the database.
+    shares = list(Share.objects.filter(Q(claimed_by__isnull=False) | Q(refunded=True), packet_id=packet_id)
+                  .select_related("claimed_by"))
+    return packet_view_of_shares(packet, shares=shares, viewer=AnonymousUser())
 
 
 def group_packets(*, group_id: uuid.UUID, viewer: AbstractBaseUser) -> QuerySet[Packet]:
