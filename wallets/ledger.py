@@ -84,9 +84,9 @@ _INSERT_ENTRIES = f"INSERT INTO {LedgerEntry._meta.db_table} (transaction_id, ac
 
 
 def ledger_post_many(postings: Sequence[Posting]) -> list[LedgerTransaction]:
-    """Post balanced transactions, in order, in three statements whatever their number: the
-    wallets' balances, the transactions, their entries (plain SQL: this runs on every claim,
-    and the ORM's insert machinery costs more than the round trips themselves).
+    """Post balanced transactions, in order, in two statements whatever their number: the
+    wallets' balances, then the transactions and their entries (plain SQL: this runs on every
+    claim, and the ORM's insert machinery costs more than the round trips themselves).
 
     Wallet rows are locked in ascending id order, the one lock order of the service,
     so two postings never deadlock each other. A wallet that would go below zero
@@ -139,8 +139,14 @@ def ledger_post_many(postings: Sequence[Posting]) -> list[LedgerTransaction]:
             for account_id, amount in posting.system_legs.items():
                 entry_rows.append([tx_id, account_id, amount, None])
 
-        rows, params = rows_sql(["uuid", "text", "uuid", "text", "integer", "timestamptz"], transaction_rows)
-        cursor.execute(_INSERT_TRANSACTIONS.format(rows=rows), params)
-        rows, params = rows_sql(["uuid", "bigint", "bigint", "bigint"], entry_rows)
-        cursor.execute(_INSERT_ENTRIES.format(rows=rows), params)
+        transactions, transaction_params = rows_sql(["uuid", "text", "uuid", "text", "integer", "timestamptz"],
+                                                    transaction_rows)
+        entries, entry_params = rows_sql(["uuid", "bigint", "bigint", "bigint"], entry_rows)
+        if connection.vendor == "postgresql":
+            # Both INSERTs in one statement: one round trip fewer for every claim and send.
+            cursor.execute(f"WITH posted AS ({_INSERT_TRANSACTIONS.format(rows=transactions)}) "
+                           + _INSERT_ENTRIES.format(rows=entries), transaction_params + entry_params)
+        else:
+            cursor.execute(_INSERT_TRANSACTIONS.format(rows=transactions), transaction_params)
+            cursor.execute(_INSERT_ENTRIES.format(rows=entries), entry_params)
     return posted
