@@ -6,6 +6,7 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
+from django.db.models import Max, Min
 from django.utils.module_loading import import_string
 from rest_framework.fields import DateTimeField
 
@@ -63,15 +64,26 @@ def events_feed(*, viewer: AbstractBaseUser, after: str | None, limit: int = FEE
     return list(Event.objects.filter(group_id__in=groups, position__gt=start).order_by("position")[:limit])
 
 
-def event_subjects_since(*, type: str, since: datetime) -> set[str]:
-    """Subjects of the events of `type` recorded since about `since`.
+def event_position_since(*, since: datetime) -> int:
+    """A feed position every event recorded since about `since` comes after: where a reader of the
+    feed without a cursor of its own starts.
 
-    A walk back from the newest id to the first older event, then a primary-key range: no index
-    on the time (one index less on the claim path). created_at is set just before the insert, so
-    the boundary is approximate by a moment; the callers are sweeps with a wide window.
-    """
+    A walk back from the newest id to the first older event (no index on the time: one index less
+    on the claim path), then the lowest position after it; created_at is set just before the insert,
+    so the boundary is approximate by a moment: the callers look back a wide window."""
     boundary = Event.objects.filter(created_at__lt=since).order_by("-id").values_list("id", flat=True).first() or 0
-    return set(Event.objects.filter(id__gt=boundary, type=type).values_list("subject", flat=True).distinct())
+    first = Event.objects.filter(id__gt=boundary).aggregate(first=Min("position"))["first"]
+    if first is not None:
+        return first - 1
+    return Event.objects.aggregate(top=Max("position"))["top"] or 0
+
+
+def event_subjects_positioned_after(*, type: str, position: int, limit: int) -> tuple[set[str], int]:
+    """The subjects of the events of `type` among the next `limit` events of the feed after `position`,
+    and the last position read (`position` when there is none): a cursor over what committed since."""
+    rows = list(Event.objects.filter(position__gt=position).order_by("position")
+                .values_list("position", "type", "subject")[:limit])
+    return {subject for _, event_type, subject in rows if event_type == type}, (rows[-1][0] if rows else position)
 
 
 def event_keys_recorded(*, keys: list[str]) -> set[str]:

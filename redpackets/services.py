@@ -37,7 +37,7 @@ from config.errors import (
 from config.metrics import claim_counted, refunds_counted, send_counted
 from config.sql_rows import rows_sql
 from events.models import EventType
-from events.selectors import event_keys_recorded, event_subjects_since
+from events.selectors import event_keys_recorded, event_subjects_positioned_after
 from redpackets import allocation, event_payloads, passphrases
 from redpackets.models import (
     PASSPHRASE_MAX_WRONG_TRIES,
@@ -620,13 +620,17 @@ def packet_finish_if_claimed(*, packet_id: uuid.UUID) -> bool:
         )
 
 
-def packets_finish_claimed(*, since: datetime) -> int:
-    """packet_finish_if_claimed for every packet claimed since `since` that has no end yet."""
-    packet_ids = event_subjects_since(type=EventType.PACKET_CLAIMED, since=since)
+def packets_finish_claimed(*, after_position: int, limit: int = 10_000) -> tuple[int, int]:
+    """packet_finish_if_claimed for every packet with a packet.claimed among the next `limit` events
+    of the feed after `after_position` that has no end yet; returns how many it recorded, and the
+    last position it read (the next call's `after_position`)."""
+    packet_ids, last = event_subjects_positioned_after(type=EventType.PACKET_CLAIMED, position=after_position,
+                                                       limit=limit)
     ended = event_keys_recorded(keys=[event_payloads.packet_end_key(p) for p in packet_ids])
-    return sum(
+    finished = sum(
         packet_finish_if_claimed(packet_id=uuid.UUID(p)) for p in packet_ids if event_payloads.packet_end_key(p) not in ended
     )
+    return finished, last
 
 
 def packets_due_count(*, limit: int) -> int:

@@ -6,12 +6,14 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from events.selectors import event_position_since
 from redpackets.services import packets_due_count, packets_finish_claimed, packets_settle, packets_take_due
 
-# Packets with a claim this recent are checked; an older one ends at the latest with its expiry refund.
+# Without a cursor, packets with a claim this recent are checked; an older one ends at the latest with its expiry refund.
 FINISH_SWEEP_WINDOW = timedelta(minutes=10)
 
 logger = logging.getLogger(__name__)
@@ -65,5 +67,36 @@ def _settled_apart_from_failures(packets: list) -> set:
 
 @shared_task(acks_late=True)
 def finish_claimed_packets() -> int:
-    """Record packet.finished for packets claimed recently whose last claimer did not (it died after commit)."""
-    return packets_finish_claimed(since=timezone.now() - FINISH_SWEEP_WINDOW)
+    """Record packet.finished for packets whose last claimer did not (it died after commit), among the
+    claims committed since the last run: a cursor over the feed's positions (the relay gives them in
+    commit order), kept in the cache, so each run reads only what is new. Without a cursor (a cold
+    cache, or none reachable) it starts FINISH_SWEEP_WINDOW back."""
+    after = _finish_cursor()
+    if after is None:
+        after = event_position_since(since=timezone.now() - FINISH_SWEEP_WINDOW)
+    finished = 0
+    while True:
+        recorded, last = packets_finish_claimed(after_position=after)
+        finished += recorded
+        if last == after:
+            return finished
+        after = last
+        _finish_cursor_save(after)
+
+
+FINISH_CURSOR_KEY = "redpackets:finish-claimed:after-position"
+
+
+def _finish_cursor() -> int | None:
+    try:
+        return cache.get(FINISH_CURSOR_KEY)
+    except Exception:
+        logger.warning("The cache is unreachable: the finish sweep looks %s back", FINISH_SWEEP_WINDOW, exc_info=True)
+        return None
+
+
+def _finish_cursor_save(position: int) -> None:
+    try:
+        cache.set(FINISH_CURSOR_KEY, position, timeout=None)
+    except Exception:
+        logger.warning("The cache is unreachable: the finish sweep's cursor is not kept", exc_info=True)

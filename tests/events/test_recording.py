@@ -6,7 +6,10 @@ from datetime import timedelta
 
 import pytest
 import structlog
+from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Max
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from config.errors import InsufficientFunds
@@ -14,9 +17,13 @@ from events.models import Event, EventType
 from events.services import event_record, events_relay
 from redpackets.models import PacketKind
 from redpackets.services import group_add_member, packet_claim, packet_refund_expired, packet_send, packets_finish_claimed
-from redpackets.tasks import refund_expired_packets
+from redpackets.tasks import FINISH_CURSOR_KEY, finish_claimed_packets, refund_expired_packets
 from tests.concurrency import run_concurrently
 from tests.factories import UserFactory, group_with_members, login
+
+
+def feed_top() -> int:
+    return Event.objects.aggregate(top=Max("position"))["top"]
 
 
 def events_of(subject, type=None):
@@ -149,12 +156,39 @@ def test_the_finish_sweep_records_finished_for_a_packet_whose_last_claimer_died_
     group = group_with_members(sender, [a])
     packet = packet_send(sender=sender, group_id=group.id, kind=PacketKind.FIXED, share_count=1, share_amount=100)
     packet_claim(packet_id=packet.id, user=a)  # its after-commit check never runs (see above)
+    events_relay()
 
-    assert packets_finish_claimed(since=timezone.now() - timezone.timedelta(minutes=1)) == 1
-    assert packets_finish_claimed(since=timezone.now() - timezone.timedelta(minutes=1)) == 0
+    assert packets_finish_claimed(after_position=0) == (1, feed_top())
+    assert packets_finish_claimed(after_position=0) == (0, feed_top())
 
     (finished,) = events_of(packet.id, EventType.PACKET_FINISHED)
     assert finished.data["packet"]["status"] == "finished"
+
+
+@pytest.mark.django_db
+def test_the_finish_sweep_reads_only_the_claims_committed_since_its_last_run():
+    # Given a packet whose last claimer died after commit, found by a first run of the sweep
+    cache.delete(FINISH_CURSOR_KEY)
+    sender, a, b = UserFactory(balance=10_000), UserFactory(), UserFactory()
+    group = group_with_members(sender, [a, b])
+    first = packet_send(sender=sender, group_id=group.id, kind=PacketKind.FIXED, share_count=1, share_amount=100)
+    packet_claim(packet_id=first.id, user=a)
+    events_relay()
+    assert finish_claimed_packets() == 1
+
+    # When another packet is claimed out, and the sweep runs twice
+    second = packet_send(sender=sender, group_id=group.id, kind=PacketKind.FIXED, share_count=1, share_amount=100)
+    packet_claim(packet_id=second.id, user=b)
+    events_relay()
+    with CaptureQueriesContext(connection) as captured:
+        recorded = finish_claimed_packets()
+    again = finish_claimed_packets()
+
+    # Then the second run finished the new packet from the events after its cursor, and the third found nothing
+    assert (recorded, again) == (1, 0)
+    assert events_of(second.id, EventType.PACKET_FINISHED)
+    assert cache.get(FINISH_CURSOR_KEY) == feed_top()
+    assert not any('"events_event"."created_at" <' in query["sql"] for query in captured.captured_queries)  # no walk back
 
 
 @pytest.mark.django_db
