@@ -267,6 +267,8 @@ def sweep_phase(workers: int, backlog: int, claim_seconds: float, world: dict, r
                  expires_first=due_at, expires_step_ms=1000 / backlog)
     fill_seconds = time.monotonic() - t
     connection.close()
+    # As many sweeps at once as worker processes (REDPACKET_SWEEP_TASKS; the default is one).
+    os.environ["REDPACKET_SWEEP_TASKS"] = str(workers)
     worker = celery("worker", f"--concurrency={workers}", "--loglevel=warning", "-n", f"sweep{workers}-{os.getpid()}@%h",
                     log=run_dir / f"worker-{workers}-{open_loop}.log")
     beat = celery("beat", "--loglevel=warning", "-s", str(run_dir / f"beat-{workers}-{open_loop}"),
