@@ -27,8 +27,8 @@ def refund_expired_packets(fan_out: bool = False) -> int:
     Safe to run twice, on many workers at once, or again after a worker died halfway:
     each batch is taken under its packets' row locks with SKIP LOCKED, so sweeps at once
     take different packets, and settled exactly once by `packets_settle` (in a savepoint
-    of that transaction; should the batch fail, packet by packet, so one broken packet
-    does not hold back the rest). Beat's run (`fan_out`) with a backlog of more than a
+    of that transaction; should the batch fail, in halves down to the packet that fails,
+    so one broken packet does not hold back the rest). Beat's run (`fan_out`) with a backlog of more than a
     batch starts REDPACKET_SWEEP_TASKS - 1 more sweeps, one per worker process.
     """
     batch = settings.REDPACKET_SWEEP_BATCH
