@@ -38,10 +38,6 @@ def _rendered_many(views: list[selectors.PacketView]) -> list[dict]:
     return PacketOutputSerializer(views, many=True).data
 
 
-def packet_rendered(*, packet_id: uuid.UUID) -> dict:
-    return _rendered(selectors.packet_detail_for_events(packet_id=packet_id))
-
-
 def packet_sent_rendered(packet: Packet) -> dict:
     """A packet `packet_send` has just created, as GET /packets/{id} shows it to anyone (nobody has
     claimed it, so my_claim is null whoever asks): packet.sent's packet and the send's response.
@@ -66,11 +62,13 @@ def record_packet_claimed(*, packet_id: uuid.UUID, group_id: uuid.UUID, username
     )
 
 
-def record_packet_end(*, packet_id: uuid.UUID, group_id: uuid.UUID, type: EventType) -> bool:
-    """packet.finished or packet.expired, whichever comes first; False when the packet had its end."""
+def record_packet_finished(view: selectors.PacketView) -> bool:
+    """packet.finished of a packet whose shares are all claimed, unless it had its end already
+    (the events' unique key: one end per packet, finished or expired); True when recorded."""
+    packet = view.packet
     return event_record(
-        type=type, group_id=group_id, subject=str(packet_id), unique_key=packet_end_key(packet_id),
-        data={"packet": packet_rendered(packet_id=packet_id)},
+        type=EventType.PACKET_FINISHED, group_id=packet.group_id, subject=str(packet.id),
+        unique_key=packet_end_key(packet.id), data={"packet": _rendered(view)},
     ) is not None
 
 

@@ -38,13 +38,14 @@ from config.metrics import claim_counted, refunds_counted, send_counted
 from config.sql_rows import rows_sql
 from events.models import EventType
 from events.selectors import event_keys_recorded, event_subjects_positioned_after
-from redpackets import allocation, event_payloads, passphrases
+from redpackets import allocation, event_payloads, passphrases, selectors
 from redpackets.models import (
     PASSPHRASE_MAX_WRONG_TRIES,
     ChatGroup,
     GroupMembership,
     Packet,
     PacketKind,
+    PacketStatus,
     PassphraseAttempt,
     Share,
 )
@@ -553,6 +554,7 @@ def packets_settle(*, packets: list[Packet], wait_for_claims: bool) -> dict[uuid
     settling = [packet for packet in packets if len(locked[packet.id]) == packet.share_count]
     if not settling:
         return {}
+    # Every sender has a wallet: the send debited it.
     wallets = dict(
         Account.objects.filter(user_id__in={p.sender_id for p in settling}, kind=AccountKind.WALLET)
         .values_list("user_id", "id")
@@ -566,7 +568,7 @@ def packets_settle(*, packets: list[Packet], wait_for_claims: bool) -> dict[uuid
         if free:
             postings.append(Posting(
                 kind=TransactionKind.PACKET_REFUND,
-                wallet_legs={wallets.get(packet.sender_id) or wallet_get_or_create(user=packet.sender).id: amount},
+                wallet_legs={wallets[packet.sender_id]: amount},
                 system_legs={packet.escrow_account_id: -amount},
                 packet_id=packet.id,
                 memo=f"{len(free)} unclaimed share{'' if len(free) == 1 else 's'}",
@@ -610,14 +612,13 @@ def packet_finish_if_claimed(*, packet_id: uuid.UUID) -> bool:
         cursor.execute(_ANY_FREE_SHARE, [db_value(Packet, "id", packet_id)])
         if cursor.fetchone()[0]:
             return False
-    free = Share.objects.filter(packet_id=packet_id, claimed_by__isnull=True)
     with transaction.atomic():
-        packet = Packet.objects.filter(id=packet_id).values("group_id").first()
-        if packet is None or free.exists():  # refunded shares: the expiry ended it
+        # One read of the packet and its settled shares: whether every share is claimed (a refunded
+        # one means the expiry ended it) and what packet.finished carries.
+        view = selectors.packet_detail_for_events(packet_id=packet_id)
+        if view.status != PacketStatus.FINISHED:
             return False
-        return event_payloads.record_packet_end(
-            packet_id=packet_id, group_id=packet["group_id"], type=EventType.PACKET_FINISHED
-        )
+        return event_payloads.record_packet_finished(view)
 
 
 def packets_finish_claimed(*, after_position: int, limit: int = 10_000) -> tuple[int, int]:
