@@ -78,10 +78,10 @@ def finish_claimed_packets() -> int:
     while True:
         recorded, last = packets_finish_claimed(after_position=after)
         finished += recorded
+        _finish_cursor_save(last)  # the cold start's too: the next run does not look back again
         if last == after:
             return finished
         after = last
-        _finish_cursor_save(after)
 
 
 FINISH_CURSOR_KEY = "redpackets:finish-claimed:after-position"
