@@ -5,6 +5,7 @@ TTL and the test waits past `expires_at` (a trigger forbids changing a packet's
 terms, so `expires_at` is never rewritten).
 """
 
+import logging
 import random
 import threading
 import time
@@ -327,7 +328,7 @@ def test_a_packet_that_cannot_settle_does_not_hold_back_the_others_of_its_batch(
 
 
 def test_a_share_held_by_a_claim_in_flight_leaves_its_packet_to_a_later_sweep_and_holds_up_nothing_else(
-    sender, crowd, group
+    sender, crowd, group, caplog
 ):
     # Given three expired packets, and a transaction elsewhere holding a free share of the second
     packets = [send(sender, group, share_count=3, total_amount=600 + i) for i in range(3)]
@@ -340,12 +341,12 @@ def test_a_share_held_by_a_claim_in_flight_leaves_its_packet_to_a_later_sweep_an
 
     try:
         # When the sweep runs (in one batch) while the share is held
-        started = time.monotonic()
         settled = refund_expired_packets()
 
-        # Then it settled the other two at once, without waiting, and left the held one untouched
+        # Then it settled the other two and left the held one untouched, without waiting on the held
+        # share (a wait would end in the lock timeout: the batch, then that packet, logged as failed)
         assert settled == 2
-        assert time.monotonic() - started < 5
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
         assert_refunded_once(packets[0])
         assert_refunded_once(packets[2])
         packets[1].refresh_from_db()
