@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from events.models import Event, EventType
 from redpackets.services import packet_send
 from tests.factories import PIN, UserFactory, group_with_members, login
 
@@ -19,6 +20,9 @@ SEND_AT_MOST = 12
 # knox, the one read, BEGIN, share, wallet, transaction and entries, event, COMMIT, then "any share still free?".
 CLAIM_AT_MOST = 9
 TRIVIAL_READ_AT_MOST = 2
+# The claim that takes a packet's last share, then, after its commit: BEGIN, the packet, its settled shares,
+# packet.finished, COMMIT.
+FINISHING_CLAIM_AT_MOST = CLAIM_AT_MOST + 5
 
 
 def statements(client_call) -> list[str]:
@@ -62,3 +66,17 @@ def test_a_paying_claim_and_the_trivial_read_stay_within_theirs(room):
 
     assert len(claim) <= CLAIM_AT_MOST, "\n".join(claim)
     assert len(read) <= TRIVIAL_READ_AT_MOST, "\n".join(read)
+
+
+def test_the_claim_that_finishes_a_packet_reads_it_once_for_packet_finished(room):
+    sender, members, group = room
+    packet = packet_send(sender=sender, group_id=group.id, kind="fixed", share_count=2, total_amount=None,
+                         share_amount=100, greeting="", recipient_username=None, passphrase=None, hint="")
+    login(members[0]).post(f"/api/v1/packets/{packet.id}/claim", {}, format="json")
+    api = login(members[1])
+    api.get("/api/v1/wallet")
+
+    finishing = statements(lambda: api.post(f"/api/v1/packets/{packet.id}/claim", {}, format="json"))
+
+    assert Event.objects.filter(subject=str(packet.id), type=EventType.PACKET_FINISHED).count() == 1
+    assert len(finishing) <= FINISHING_CLAIM_AT_MOST, "\n".join(finishing)
