@@ -29,6 +29,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
@@ -53,8 +55,9 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from django.db import connection, connections  # noqa: E402
+from django.db import connection, connections, transaction  # noqa: E402
 from django.db.models import Count, Max, Min  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
@@ -62,7 +65,8 @@ from bench.doc_sections import write_section  # noqa: E402
 from bench.fill import fill_packets  # noqa: E402
 from config.errors import ServiceError  # noqa: E402
 from redpackets.models import Packet, PacketKind  # noqa: E402
-from redpackets.services import group_create, packet_claim, packet_send  # noqa: E402
+from events.services import events_relay  # noqa: E402
+from redpackets.services import group_create, packet_claim, packet_send, packets_settle, packets_take_due  # noqa: E402
 from wallets.ledger import system_account  # noqa: E402
 from wallets.models import LedgerTransaction, SystemAccount, TransactionKind  # noqa: E402
 from wallets.services import pin_verify  # noqa: E402
@@ -299,7 +303,7 @@ def sweep_phase(workers: int, backlog: int, claim_seconds: float, world: dict, r
                 max_lag = max(max_lag, (timezone.now() - oldest).total_seconds())
             unsettled = backlog_packets.filter(settled_at__isnull=True).count()
             if unsettled < backlog:  # the sweep has started: claims are counted from here to the drain
-                samples.append((time.time(), sum(counts)))
+                samples.append((time.time(), sum(counts), process_tree_cpu(worker.pid)))
             if unsettled == 0:
                 break
             time.sleep(0.25)
@@ -314,8 +318,13 @@ def sweep_phase(workers: int, backlog: int, claim_seconds: float, world: dict, r
             p.join()
     window = backlog_packets.aggregate(first=Min("settled_at"), last=Max("settled_at"))
     seconds = (window["last"] - window["first"]).total_seconds()
-    (first_at, first_claims), (last_at, last_claims) = samples[0], samples[-1]
+    (first_at, first_claims, first_cpu), (last_at, last_claims, last_cpu) = samples[0], samples[-1]
     world["offset"] += max(counts) + 1
+    # The worker's processes while the backlog drained, over the refunds settled meanwhile (its relay
+    # of the claims' events included): what the sweep takes from the claims, next to its quiet cost.
+    drained = backlog_packets.filter(settled_at__gte=datetime.fromtimestamp(first_at, UTC),
+                                     settled_at__lte=datetime.fromtimestamp(last_at, UTC)).count()
+    figures["worker_ms_per_refund"] = 1000 * (last_cpu - first_cpu) / drained if drained else float("nan")
     figures.update(seconds=seconds, refunds_per_s=backlog / seconds if seconds else 0.0, max_lag=max_lag,
                    claims_per_s=(last_claims - first_claims) / (last_at - first_at) if last_at > first_at else float("nan"))
     if open_loop:
@@ -324,6 +333,43 @@ def sweep_phase(workers: int, backlog: int, claim_seconds: float, world: dict, r
         figures["paced_sweep"] = (figures["claims_per_s"], *percentiles(timed, first_at, last_at)[:2])
         figures["offered"] = rate.value
     return figures
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its children (a Celery worker and its pool)."""
+    root = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+
+
+def backend_cpu() -> float:
+    """CPU seconds of this process's PostgreSQL backend."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return sum(psutil.Process(cursor.fetchone()[0]).cpu_times()[:2])
+
+
+def refund_cost(world: dict, count: int = 4000) -> dict:
+    """CPU of a refund and of relaying an event, in this process and its backend, with nothing else
+    running: `count` expired packets settled as the sweep does (REDPACKET_SWEEP_BATCH a commit), then
+    their events and the others waiting given feed positions."""
+    now = timezone.now()
+    fill_packets(count=count, shares=5, claimed=2, group_id=world["group"], senders=world["senders"],
+                 claimers=world["claimers"], escrow_id=world["escrow"], created_at=now - timedelta(days=1),
+                 expires_first=now - timedelta(minutes=1), expires_step_ms=1)
+    settled, python, database = 0, time.process_time(), backend_cpu()
+    while True:
+        with transaction.atomic():
+            packets = packets_take_due(limit=settings.REDPACKET_SWEEP_BATCH)
+            if not packets:
+                break
+            settled += len(packets_settle(packets=packets, wait_for_claims=False))
+    python, database = time.process_time() - python, backend_cpu() - database
+    relayed, relay_python, relay_database = 0, time.process_time(), backend_cpu()
+    while batch := events_relay():
+        relayed += batch
+    relay_python, relay_database = time.process_time() - relay_python, backend_cpu() - relay_database
+    return {"refunds": settled, "python_ms": 1000 * python / settled, "database_ms": 1000 * database / settled,
+            "events": relayed, "relay_ms": 1000 * (relay_python + relay_database) / relayed}
 
 
 def exactly_once() -> list[str]:
@@ -376,6 +422,7 @@ def main() -> int:
 
     sends = send_rate(world["senders"], group.id, 6)
     http_sends = http_send_rate(world["senders"], group.id, 10, run_dir)
+    cost = refund_cost(world)
     phases = [sweep_phase(workers, args.packets, args.claim_seconds, world, run_dir) for workers in (1, 2)]
     paced = sweep_phase(1, args.packets, args.claim_seconds, world, run_dir, open_loop=True)
     problems = exactly_once()
@@ -392,6 +439,10 @@ def main() -> int:
         f"| sends/s over HTTP, {HTTP_SENDERS} senders in a closed loop (gunicorn 2 x 4, production settings; "
         f"issue 9 part 1's figure) | {http_sends:.0f} |",
         f"| sends/s in-process, {SENDERS} processes calling `pin_verify` + `packet_send` (no HTTP) | {sends:.0f} |",
+        f"| a refund's CPU, in-process with nothing else running ({cost['refunds']} packets, "
+        f"REDPACKET_SWEEP_BATCH a commit): Python + PostgreSQL | {cost['python_ms']:.2f} + {cost['database_ms']:.2f} ms |",
+        f"| relaying an event (feed position; no webhook endpoints), Python + PostgreSQL, "
+        f"{cost['events']} events | {cost['relay_ms']:.3f} ms |",
     ]
     for ph in phases:
         lines += [
@@ -401,6 +452,8 @@ def main() -> int:
             f"({ph['backlog']} packets in {ph['seconds']:.1f} s) | **{ph['refunds_per_s']:.0f}** "
             f"({ph['refunds_per_s'] / http_sends:.1f}x sends over HTTP, {ph['refunds_per_s'] / sends:.1f}x in-process) |",
             f"| oldest unsettled packet's lag, {ph['workers']} worker(s), worst sample | {ph['max_lag']:.1f} s |",
+            f"| worker CPU per refund while it drains (its relay of the claims' events included), "
+            f"{ph['workers']} worker(s) | {ph['worker_ms_per_refund']:.2f} ms |",
             f"| claims/s meanwhile, {ph['workers']} worker(s) | {ph['claims_per_s']:.0f} "
             f"({ph['claims_per_s'] / ph['claims_alone_per_s']:.0%} of nothing due) |",
         ]
