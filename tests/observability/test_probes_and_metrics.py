@@ -10,7 +10,8 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from redpackets.models import Packet, PacketKind
-from redpackets.services import packet_refund_expired, packet_send
+from redpackets.services import packet_claim, packet_refund_expired, packet_send
+from redpackets.tasks import refund_expired_packets
 from tests.factories import UserFactory, group_with_members, login
 
 CONTRACT_METRICS = {
@@ -180,6 +181,30 @@ def test_sends_refunds_and_the_sweep_lag_are_counted(client, django_capture_on_c
     assert after[("redpacket_refunded_amount_total", ())] - before[("redpacket_refunded_amount_total", ())] == 300
     assert 299 <= lagging[("redpacket_oldest_unsettled_expired_seconds", ())] <= 400
     assert after[("redpacket_oldest_unsettled_expired_seconds", ())] == 0
+
+
+@pytest.mark.django_db
+def test_a_sweep_batch_counts_each_refund_it_posted_and_none_for_a_packet_claimed_out(
+    client, django_capture_on_commit_callbacks
+):
+    # Given three expired packets, one of them claimed out before it expired
+    sender, member = UserFactory(balance=100_000), UserFactory()
+    group = group_with_members(sender, [member])
+    refunded = [sent_expired(sender, group, seconds_ago=30, share_count=2) for _ in range(2)]
+    claimed_out = sent_expired(sender, group, seconds_ago=30, share_count=1)
+    with mock.patch("django.utils.timezone.now", return_value=claimed_out.expires_at - timedelta(seconds=1)):
+        packet_claim(packet_id=claimed_out.id, user=member)
+    before = scrape(client)
+
+    # When one sweep settles them in one batch
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refund_expired_packets() == 3
+    after = scrape(client)
+
+    # Then two refunds of 300 each were counted, and nothing for the claimed-out packet
+    assert len(refunded) == 2
+    assert after[("redpacket_refunds_total", ())] - before[("redpacket_refunds_total", ())] == 2
+    assert after[("redpacket_refunded_amount_total", ())] - before[("redpacket_refunded_amount_total", ())] == 600
 
 
 @pytest.mark.django_db
